@@ -1,0 +1,64 @@
+"""Atomic file writing: write to a temporary file beside the target, then rename over it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from gmg_deploy.errors import GMGError
+
+
+class OutputError(GMGError, OSError):
+    """An output file cannot be written (missing folder, no permission, exists without --force)."""
+
+
+def check_output_path(path: str | Path, *, force: bool = False) -> Path:
+    """Validate an output path before long work starts: folder exists and is writable, no clobbering."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.exists() and p.is_dir():
+        raise OutputError(f"output {p} is a directory; give a file name")
+    if p.exists() and not force:
+        raise OutputError(f"output {p} already exists; pass --force to overwrite it")
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto ``path``, else delete it."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write {p}: {e.strerror or e}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
+    """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeds."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
