@@ -1,0 +1,140 @@
+"""The metadata every exported ONNX graph carries (``metadata_props["gmg_deploy"]``, JSON).
+
+Schema (version 1)::
+
+    {
+      "schema": 1,
+      "toolkit_version": "0.1.0",
+      "graph": "step" | "sequence",
+      "config": {...ModelConfig.to_dict()...},
+      "warp": "gridsample" | "gather",
+      "batch_mode": "invariant" | "reference",
+      "batch": null (dynamic) | int,
+      "precision": "fp32" | "fp16" | "int8",
+      "io_dtype": "float32" | "float16",      # graph inputs/outputs
+      "state_dtype": "float32" | "float16",   # state_in.*/state_out.* (step graph)
+      "state": [{"name": "h.0", "shape": [null, 128, 16, 16]}, ...],   # fixed order; null = batch axis
+      "inputs": ["frame", "state_in.h.0", ...],  "outputs": ["next_frame", "state_out.h.0", ...],
+      "test_mean": null | nested list, "test_std": null | nested list,
+      "calibration": null | {...}             # INT8 only
+    }
+
+Step graph I/O: ``frame (B,C,H,W)`` and ``state_in.<name>`` -> ``next_frame (B,C,H,W)`` and
+``state_out.<name>`` (same shapes; feed each ``state_out.X`` back as ``state_in.X``; zeros start).
+Sequence graph I/O: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmg_deploy import __version__
+from gmg_deploy.errors import GMGError
+from gmg_deploy.model.config import ModelConfig
+from gmg_deploy.model.network import state_shapes
+
+METADATA_KEY = "gmg_deploy"
+SCHEMA_VERSION = 1
+STATE_IN = "state_in."
+STATE_OUT = "state_out."
+
+
+class MetadataError(GMGError, ValueError):
+    """An ONNX file lacks gmg-deploy metadata or it does not fit what is asked of it."""
+
+
+def _jsonable(a: Any) -> Any:
+    if a is None:
+        return None
+    return np.asarray(a, dtype=np.float64).tolist()
+
+
+def build_metadata(
+    config: ModelConfig,
+    *,
+    graph: str,
+    warp: str,
+    batch_mode: str,
+    batch: int | None,
+    precision: str = "fp32",
+    io_dtype: str = "float32",
+    state_dtype: str = "float32",
+    test_mean: Any = None,
+    test_std: Any = None,
+    calibration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata dict for a graph exported from a model with ``config``."""
+    if graph not in ("step", "sequence"):
+        raise ValueError(f"graph={graph!r}")
+    shapes = state_shapes(config, 1)
+    state = [{"name": n, "shape": [batch] + list(s[1:])} for n, s in shapes.items()]
+    if graph == "step":
+        inputs = ["frame"] + [STATE_IN + n for n in shapes]
+        outputs = ["next_frame"] + [STATE_OUT + n for n in shapes]
+    else:
+        inputs, outputs = ["frames"], ["preds"]
+    return {
+        "schema": SCHEMA_VERSION,
+        "toolkit_version": __version__,
+        "graph": graph,
+        "config": config.to_dict(),
+        "warp": warp,
+        "batch_mode": batch_mode,
+        "batch": batch,
+        "precision": precision,
+        "io_dtype": io_dtype,
+        "state_dtype": state_dtype,
+        "state": state,
+        "inputs": inputs,
+        "outputs": outputs,
+        "test_mean": _jsonable(test_mean),
+        "test_std": _jsonable(test_std),
+        "calibration": calibration,
+    }
+
+
+def attach_metadata(model_proto: Any, meta: dict[str, Any]) -> None:
+    """Store ``meta`` in an ``onnx.ModelProto``'s ``metadata_props`` (replacing an earlier entry)."""
+    props = model_proto.metadata_props
+    for i in reversed(range(len(props))):
+        if props[i].key == METADATA_KEY:
+            del props[i]
+    entry = props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(meta, sort_keys=True)
+
+
+def metadata_from_proto(model_proto: Any, where: str = "ONNX model") -> dict[str, Any]:
+    for p in model_proto.metadata_props:
+        if p.key == METADATA_KEY:
+            try:
+                meta = json.loads(p.value)
+            except json.JSONDecodeError:
+                raise MetadataError(f"{where}: metadata '{METADATA_KEY}' is not valid JSON; re-export it") from None
+            if meta.get("schema") != SCHEMA_VERSION:
+                raise MetadataError(
+                    f"{where}: metadata schema {meta.get('schema')} is not {SCHEMA_VERSION}; re-export with this version"
+                )
+            return meta
+    raise MetadataError(f"{where} has no gmg-deploy metadata; export it with gmg-export")
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The gmg-deploy metadata of an exported ONNX file (``config`` as a dict)."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise MetadataError(f"ONNX file {p} does not exist")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception:  # onnx raises DecodeError and others for non-ONNX input
+        raise MetadataError(f"{p} is not a readable ONNX model") from None
+    return metadata_from_proto(proto, str(p))
+
+
+def config_from_metadata(meta: dict[str, Any]) -> ModelConfig:
+    return ModelConfig.from_dict(meta["config"])
