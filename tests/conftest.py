@@ -1,0 +1,76 @@
+"""Shared test helpers: the reference fixtures (copied from ../shared/fixtures) as checkpoints and models.
+
+The weights and golden outputs come from the reference implementation, never from code under test.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_NAMES = ("gmg_tiny", "motionrnn_tiny")
+
+
+def fixture_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The fixture's weights as float32 tensors (int8 value x power-of-two scale: exact)."""
+    w = np.load(FIXTURES / f"{name}_weights.npz")
+    scales = json.loads((FIXTURES / f"{name}_weights.json").read_text())["scales"]
+    out = {}
+    for k in w.files:
+        s = scales[k]
+        a = w[k].astype(np.float64) * s if s else w[k].astype(np.float64)
+        out[k] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return out
+
+
+def fixture_hparams(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}_weights.json").read_text())["hyper_parameters"]
+
+
+def fixture_golden(name: str) -> dict[str, np.ndarray]:
+    g = np.load(FIXTURES / f"{name}_golden.npz")
+    return {k: g[k] for k in g.files}
+
+
+def write_lightning_ckpt(name: str, path: Path, *, hparams_update: dict | None = None,
+                         prefix: str = "model.") -> Path:
+    """An OpenSTL Lightning checkpoint built from the fixture, as the fixtures README describes."""
+    hp = fixture_hparams(name)
+    if hparams_update:
+        hp.update(hparams_update)
+    obj = {
+        "state_dict": {prefix + k: v for k, v in fixture_state_dict(name).items()},
+        "hyper_parameters": hp,
+        "epoch": 599,
+        "global_step": 12345,
+        "pytorch-lightning_version": "2.2.1",
+    }
+    torch.save(obj, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ckpt_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ckpts")
+    for name in FIXTURE_NAMES:
+        write_lightning_ckpt(name, d / f"{name}.ckpt")
+    return d
+
+
+@pytest.fixture(scope="session")
+def gmg_ckpt(ckpt_dir) -> Path:
+    return ckpt_dir / "gmg_tiny.ckpt"
+
+
+@pytest.fixture(scope="session")
+def motionrnn_ckpt(ckpt_dir) -> Path:
+    return ckpt_dir / "motionrnn_tiny.ckpt"
+
+
+@pytest.fixture(params=FIXTURE_NAMES)
+def fixture_name(request) -> str:
+    return request.param
