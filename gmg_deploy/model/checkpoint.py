@@ -26,12 +26,10 @@ _MAX_LISTED = 5
 
 def _numpy_safe_globals() -> list[Any]:
     """NumPy globals an array/scalar pickle references, under NumPy 1.x and 2.x module names."""
-    from numpy.core import multiarray as _ma  # noqa: F401 - deprecated alias on NumPy 2, still importable
-
     try:
         from numpy._core import multiarray as ma
     except ImportError:  # NumPy 1.x
-        ma = _ma
+        from numpy.core import multiarray as ma  # type: ignore[no-redef]
     out: list[Any] = [np.ndarray, np.dtype]
     for fn in ("_reconstruct", "scalar"):
         obj = getattr(ma, fn)
