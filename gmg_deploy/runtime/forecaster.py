@@ -1,0 +1,251 @@
+"""The streaming API: :class:`Forecaster` over a TensorRT engine, an ONNX step graph or a checkpoint.
+
+>>> fc = Forecaster.open("model.onnx", batch_size=4)      # four independent streams
+>>> pred = fc.observe(frame)          # (4,C,H,W) in -> one-step-ahead prediction (4,C,H,W)
+>>> future = fc.forecast(10)          # (4,10,C,H,W); the observed state is left as it was
+>>> fc.reset(slots=[2])               # stream 2 starts over
+
+Frames and predictions are in the model's units (OpenSTL-normalised data if the checkpoint had
+``test_mean``/``test_std``; no normalisation is applied here).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.model.config import ModelConfig
+from gmg_deploy.runtime.backend import StepBackend
+from gmg_deploy.runtime.buffers import other_sets
+from gmg_deploy.runtime.validation import check_frames, check_slots
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+_SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
+                   ".ckpt": "torch", ".pth": "torch", ".pt": "torch"}
+
+
+def pick_backend(path: str | Path, backend: str = "auto") -> str:
+    """The backend for ``path``: ``backend`` itself, or by file type when ``"auto"``."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model file {p} does not exist")
+    if p.is_dir():
+        raise InputError(f"model path {p} is a directory; give a .plan/.engine, .onnx or .ckpt/.pth file")
+    by_suffix = _SUFFIX_BACKEND.get(p.suffix.lower())
+    if backend == "auto":
+        if by_suffix is None:
+            raise InputError(
+                f"cannot tell the backend of {p.name} from its suffix; use .plan/.engine (TensorRT), .onnx "
+                "or .ckpt/.pth, or pass backend= (--backend)"
+            )
+        return by_suffix
+    if by_suffix is not None and by_suffix != backend:
+        raise InputError(f"{p.name} looks like a {by_suffix} file, not one for backend {backend!r}")
+    return backend
+
+
+@dataclass
+class StreamState:
+    """A copy of every stream's state and last prediction (on the runtime's device); see ``snapshot``."""
+
+    pred: torch.Tensor
+    state: "OrderedDict[str, torch.Tensor]"
+    observed: bool
+
+
+class Forecaster:
+    """Streaming inference: ``observe`` frames one at a time, ``forecast`` any horizon, per-slot ``reset``.
+
+    Each of the ``batch_size`` slots is an independent stream. Observing the ``pre`` frames of a sequence
+    from a fresh (or reset) state and then calling ``forecast(aft)`` reproduces ``model.predict``.
+    """
+
+    def __init__(self, engine: StepBackend) -> None:
+        self.engine = engine
+        self._cur = 0
+        self._observed = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        device: str = "cpu",
+        batch_size: int = 1,
+        **kwargs: Any,
+    ) -> "Forecaster":
+        """Open a TensorRT engine (``.plan``/``.engine``), an ONNX step graph or a ``.ckpt``/``.pth``.
+
+        ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
+        the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
+        ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``; for ``tensorrt``
+        ``cuda_graph``/``metadata_path``.
+        """
+        kind = pick_backend(path, backend)
+        if kind == "torch":
+            from gmg_deploy.runtime.torch_backend import TorchBackend
+
+            engine: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+        elif kind == "onnxruntime":
+            from gmg_deploy.runtime.ort_backend import OrtBackend
+
+            engine = OrtBackend(path, device=device, batch_size=batch_size, **kwargs)
+        else:
+            from gmg_deploy.runtime.trt_backend import TensorRTBackend
+
+            engine = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
+        return cls(engine)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> ModelConfig:
+        return self.engine.config
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.engine.metadata
+
+    @property
+    def backend(self) -> str:
+        return self.engine.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.engine.device
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    @property
+    def batch_mode(self) -> str:
+        return self.engine.batch_mode
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config.frame_shape)
+
+    @property
+    def state(self) -> "OrderedDict[str, torch.Tensor]":
+        """The observed state tensors (live device buffers; read-only by convention)."""
+        return self.engine.sets[self._cur].state
+
+    # ------------------------------------------------------------------ streaming
+    def observe(self, frame: Any, *, return_device: bool = False) -> Any:
+        """Feed ``(B,C,H,W)`` (or ``(B,T,C,H,W)``, T steps) -> the one-step-ahead prediction(s), same rank.
+
+        NumPy float32 by default; ``return_device=True`` gives a torch tensor on the runtime's device.
+        On an invalid input (:class:`InputError`) or a failed step the state is left as it was.
+        """
+        ndim = check_frames(frame, self.batch_size, self.frame_shape)
+        x = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
+        seq = x if ndim == 5 else x[:, None]
+        eng = self.engine
+        src = self._cur
+        a, b = other_sets(src)
+        outs = []
+        for t in range(seq.shape[1]):
+            dst = a if src != a else b
+            eng.frame_in.copy_(seq[:, t], non_blocking=True)
+            eng.run(src, dst, False)
+            outs.append(self._take(eng.sets[dst].pred, return_device))
+            src = dst
+        self._cur = src
+        self._observed = True
+        if ndim == 4:
+            return outs[0]
+        return torch.stack(outs, 1) if return_device else np.stack(outs, 1)
+
+    def forecast(self, k: int, *, return_device: bool = False) -> Any:
+        """``(B,k,C,H,W)``: the last ``observe`` prediction, then ``k-1`` autoregressive steps.
+
+        Runs in the two scratch buffer sets; the observed state and prediction are not changed.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"forecast horizon k={k!r} must be an integer >= 1")
+        if not self._observed:
+            raise InputError("forecast() needs a prediction to start from; call observe() first")
+        eng = self.engine
+        src = self._cur
+        a, b = other_sets(src)
+        outs = [self._take(eng.sets[src].pred, return_device)]
+        for _ in range(int(k) - 1):
+            dst = a if src != a else b
+            eng.run(src, dst, True)
+            outs.append(self._take(eng.sets[dst].pred, return_device))
+            src = dst
+        return torch.stack(outs, 1) if return_device else np.stack(outs, 1)
+
+    def reset(self, slots: Any = None) -> None:
+        """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
+        idx = check_slots(slots, self.batch_size)
+        s = self.engine.sets[self._cur]
+        if len(idx) == self.batch_size:
+            for t in s.tensors():
+                t.zero_()
+            self._observed = False
+            return
+        sel = torch.tensor(idx, device=self.device)
+        for t in s.tensors():
+            t.index_fill_(0, sel, 0)
+
+    def snapshot(self) -> StreamState:
+        """A device-side copy of the observed state of every slot (for :meth:`restore`)."""
+        s = self.engine.sets[self._cur]
+        return StreamState(
+            pred=s.pred.clone(),
+            state=OrderedDict((n, t.clone()) for n, t in s.state.items()),
+            observed=self._observed,
+        )
+
+    def restore(self, snap: StreamState) -> None:
+        """Put back a :meth:`snapshot` taken from a runtime of the same model and batch size."""
+        if not isinstance(snap, StreamState):
+            raise InputError(f"restore() takes a StreamState from snapshot(), got {type(snap).__name__}")
+        s = self.engine.sets[self._cur]
+        if list(snap.state) != list(s.state) or any(
+            tuple(snap.state[n].shape) != tuple(t.shape) for n, t in s.state.items()
+        ) or tuple(snap.pred.shape) != tuple(s.pred.shape):
+            raise InputError(
+                "snapshot does not fit this runtime (different model or batch size); take it from the same setup"
+            )
+        s.pred.copy_(snap.pred)
+        for n, t in s.state.items():
+            t.copy_(snap.state[n])
+        self._observed = snap.observed
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (only needed with ``return_device=True`` on CUDA)."""
+        self.engine.synchronize()
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Forecaster":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        C, H, W = self.frame_shape
+        return (f"Forecaster(backend={self.backend}, device={self.device}, batch_size={self.batch_size}, "
+                f"frame=({C},{H},{W}), arch={self.config.arch})")
+
+    # ------------------------------------------------------------------ helpers
+    def _take(self, buf: torch.Tensor, on_device: bool) -> Any:
+        if on_device:
+            return buf.clone()
+        out = buf.detach().to("cpu", torch.float32)
+        arr = out.numpy()
+        # On CPU with float32 buffers .to() returns the buffer itself: copy, a later step overwrites it.
+        return arr.copy() if out.data_ptr() == buf.data_ptr() else arr

@@ -1,0 +1,115 @@
+"""PyTorch backend: a checkpoint on any device, optionally one CUDA graph per step kind."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.export.metadata import build_metadata
+from gmg_deploy.model.checkpoint import load_checkpoint
+from gmg_deploy.model.network import RecurrentPredictor
+from gmg_deploy.runtime.backend import StepBackend
+
+BATCH_MODES = ("invariant", "reference")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` -> torch.device, with one clear error when CUDA is missing."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r} is not a device name; use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r} asked for, but this PyTorch has no CUDA GPU available; use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+class TorchBackend(StepBackend):
+    """Runs :meth:`RecurrentPredictor.step_tensors` and writes results into the destination buffers.
+
+    ``cuda_graph=True`` (CUDA only) captures each (src, dst, input) step once with ``torch.cuda.graphs``
+    and replays it: the buffers are static, so a replay launches the whole step at once.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        model: RecurrentPredictor,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 1,
+        batch_mode: str = "invariant",
+        cuda_graph: bool = False,
+        fold: bool = True,
+    ) -> None:
+        if batch_mode not in BATCH_MODES:
+            raise InputError(f"batch_mode={batch_mode!r}; use one of {', '.join(BATCH_MODES)}")
+        self.device = resolve_device(device)
+        if cuda_graph and self.device.type != "cuda":
+            raise InputError("cuda_graph=True needs device='cuda'")
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise InputError(f"batch_size={batch_size} must be >= 1")
+        if fold:
+            model.fold_multiscale()
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.batch_mode = batch_mode
+        self.metadata = build_metadata(
+            model.config, graph="step", warp=model.warp_form, batch_mode=batch_mode, batch=None,
+            test_mean=model.test_mean, test_std=model.test_std,
+        )
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[int, int, bool], Any] = {}
+        self._allocate()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "TorchBackend":
+        """Load a ``.ckpt``/``.pth``; kwargs of :func:`load_checkpoint` (``trust_checkpoint``, ``config_file``,
+        ``in_shape``, ...) go to the loader, the rest to the backend."""
+        load_keys = ("config_file", "in_shape", "pre_seq_length", "aft_seq_length", "arch", "warp",
+                     "trust_checkpoint")
+        load_kw = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
+        return cls(load_checkpoint(path, **load_kw), **kwargs)
+
+    def _step(self, src: int, dst: int, from_pred: bool) -> None:
+        s, d = self.sets[src], self.sets[dst]
+        frame = s.pred if from_pred else self.frame_in
+        nxt, new = self.model.step_tensors(frame, list(s.state.values()), self.batch_mode == "invariant")
+        d.pred.copy_(nxt)
+        for buf, t in zip(d.state.values(), new):
+            buf.copy_(t)
+
+    @torch.no_grad()
+    def run(self, src: int, dst: int, from_pred: bool) -> None:
+        if not self.cuda_graph:
+            self._step(src, dst, from_pred)
+            return
+        key = (src, dst, from_pred)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._capture(key)
+            self._graphs[key] = graph
+        graph.replay()
+
+    def _capture(self, key: tuple[int, int, bool]):
+        # Warm up on a side stream (as torch.cuda.graphs asks), then capture; buffers are static.
+        # Warm-up writes into dst, which is never the observed set, so it is harmless.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(*key)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step(*key)
+        return graph
