@@ -1,0 +1,395 @@
+"""FP16 graph pass: an FP32 gmg-deploy ONNX graph -> one that computes in FP16 with FP32 islands.
+
+Strongly typed TensorRT (10 with ``STRONGLY_TYPED``, 11 always) runs every layer in the type the ONNX graph
+gives it, so reduced precision is written into the graph: float initializers become FP16, every float
+tensor outside the islands is FP16, and ``Cast`` nodes sit at the island borders and at the graph I/O.
+
+FP32 islands (names accepted by ``islands=``):
+
+* ``warp``: every ``GridSample`` and its grid's coordinate arithmetic - the backward slice from the grid
+  input through elementwise and data-movement nodes, stopping at Conv/MatMul/Gemm/activation outputs and
+  graph inputs (so the offset update ``off_prev*(1-u) + tanh(.)*u + mean`` is in it). A normalised
+  coordinate near 1 has an FP16 step of 2**-11 (0.125 px at 512 px).
+* ``softmax``: each attention ``Softmax`` (input cast up, probabilities cast back down).
+* ``attention_logits``: the ``MatMul`` producing each Softmax input (the logits have no 1/sqrt(A) scale).
+* ``growth``: each ``Exp`` (growth decay ``exp(-beta*t)``, present in ``batch_mode=reference`` graphs)
+  and its exponent arithmetic.
+
+Graph inputs/outputs stay FP32 unless ``io_fp16``; state tensors follow ``state_dtype``.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable
+
+import numpy as np
+
+from gmg_deploy.errors import GMGError
+from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, attach_metadata, metadata_from_proto
+
+DEFAULT_ISLANDS = ("warp", "softmax", "attention_logits", "growth")
+ALL_ISLANDS = DEFAULT_ISLANDS
+FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+
+#: Ops that only look at a tensor's shape: their float inputs need no cast.
+_SHAPE_ONLY = {"Shape", "Size"}
+#: Elementwise / data-movement ops the warp island's backward slice walks through.
+_WALK_THROUGH = {
+    "Add", "Sub", "Mul", "Div", "Neg", "Concat", "Slice", "Split", "Reshape", "Transpose", "DepthToSpace",
+    "SpaceToDepth", "Unsqueeze", "Squeeze", "Expand", "Gather", "Identity", "Cast", "Where", "Reciprocal",
+    "Tile", "Flatten",
+}
+#: (op_type, input index) that ONNX requires to be float32 whatever the data type.
+_ALWAYS_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
+
+
+class PrecisionError(GMGError, ValueError):
+    """A graph cannot be converted to the asked precision (wrong input, unknown option)."""
+
+
+def _check_islands(islands: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(islands)
+    bad = [i for i in out if i not in ALL_ISLANDS]
+    if bad:
+        raise PrecisionError(f"unknown FP32 island(s) {bad}; choose from {', '.join(ALL_ISLANDS)}")
+    return out
+
+
+def _value_types(model: Any) -> dict[str, int]:
+    """Element type of every tensor in the graph (after ONNX shape inference)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+    unknown = [o for n in g.node for o in n.output if o and types.get(o, 0) == 0]
+    if unknown:
+        raise PrecisionError(
+            f"ONNX shape inference left {len(unknown)} tensor type(s) unknown (e.g. {unknown[0]}); "
+            "re-export the FP32 graph with gmg-export"
+        )
+    return types
+
+
+def find_islands(model: Any, islands: Iterable[str] = DEFAULT_ISLANDS) -> dict[str, list[str]]:
+    """Island name -> names of the nodes it keeps in FP32 (``model`` is the FP32 graph)."""
+    islands = _check_islands(islands)
+    g = model.graph
+    types = _value_types(model)
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {t.name for t in g.initializer}
+    out: dict[str, list[str]] = {k: [] for k in islands}
+
+    def backward_slice(start: str, walk: set[str]) -> list[str]:
+        seen: list[str] = []
+        stack = [start]
+        visited: set[str] = set()
+        while stack:
+            t = stack.pop()
+            if t in visited or t in inits or t not in producer:
+                continue
+            visited.add(t)
+            n = producer[t]
+            if n.op_type not in walk and n.op_type != "Constant":
+                continue
+            if n.name not in seen:
+                seen.append(n.name)
+            stack.extend(i for i in n.input if i and types.get(i) in (FLOAT, FLOAT16))
+        return seen
+
+    for n in g.node:
+        if "warp" in islands and n.op_type == "GridSample":
+            out["warp"].append(n.name)
+            for name in backward_slice(n.input[1], _WALK_THROUGH):
+                if name not in out["warp"]:
+                    out["warp"].append(name)
+        if "softmax" in islands and n.op_type == "Softmax":
+            out["softmax"].append(n.name)
+        if "attention_logits" in islands and n.op_type == "Softmax":
+            p = producer.get(n.input[0])
+            if p is not None and p.op_type in ("MatMul", "Gemm"):
+                out["attention_logits"].append(p.name)
+        if "growth" in islands and n.op_type == "Exp":
+            out["growth"].append(n.name)
+            for name in backward_slice(n.input[0], {"Mul", "Neg", "Sub", "Add", "Div", "Unsqueeze", "Cast"}):
+                if name not in out["growth"]:
+                    out["growth"].append(name)
+    return out
+
+
+def _name_nodes(model: Any) -> None:
+    used = {n.name for n in model.graph.node if n.name}
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            k = f"{n.op_type}_{i}"
+            while k in used:
+                k += "_"
+            n.name = k
+            used.add(k)
+
+
+def convert_to_fp16(
+    model: Any,
+    *,
+    io_fp16: bool = False,
+    state_dtype: str = "float32",
+    islands: Iterable[str] = DEFAULT_ISLANDS,
+    check: bool = True,
+) -> Any:
+    """Return an FP16 copy of the FP32 gmg-deploy graph ``model`` (an ``onnx.ModelProto``).
+
+    ``islands`` lists the FP32 islands kept (default all; see the module docstring). ``io_fp16`` makes the
+    frame input/output FP16; ``state_dtype`` (``float32``/``float16``) sets ``state_in.*``/``state_out.*``.
+    The metadata is updated (``precision``, ``io_dtype``, ``state_dtype``, ``fp32_islands``).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    islands = _check_islands(islands)
+    state_dtype = {"fp16": "float16", "fp32": "float32"}.get(state_dtype, state_dtype)
+    if state_dtype not in ("float32", "float16"):
+        raise PrecisionError(f"state dtype {state_dtype!r} is not fp16 or fp32")
+    meta = metadata_from_proto(model)
+    if meta.get("precision", "fp32") != "fp32":
+        raise PrecisionError(f"graph is already {meta['precision']}; convert an FP32 export")
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    _name_nodes(m)
+    g = m.graph
+    types = _value_types(m)
+    island_map = find_islands(m, islands)
+    fp32_nodes = {name for names in island_map.values() for name in names}
+
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+
+    def is_float(t: str) -> bool:
+        return types.get(t) == FLOAT
+
+    # 1. each node's compute type
+    node_type: dict[str, int] = {}
+    for n in g.node:
+        if n.op_type in _SHAPE_ONLY:
+            continue
+        has_float_out = any(is_float(o) for o in n.output)
+        if n.name in fp32_nodes:
+            node_type[n.name] = FLOAT
+        elif n.op_type == "Constant" and has_float_out:
+            users = consumers[n.output[0]]
+            all_fp32 = users and all(u.name in fp32_nodes for u in users)
+            node_type[n.name] = FLOAT if all_fp32 else FLOAT16
+        elif has_float_out or n.op_type == "Cast":
+            node_type[n.name] = FLOAT16
+        else:
+            node_type[n.name] = FLOAT  # float inputs, non-float outputs (compares): keep exact
+
+    # 2. the type each float tensor has after the pass
+    def io_type(name: str) -> int:
+        if name.startswith((STATE_IN, STATE_OUT)):
+            return FLOAT16 if state_dtype == "float16" else FLOAT
+        return FLOAT16 if io_fp16 else FLOAT
+
+    new_type: dict[str, int] = {}
+    for v in g.input:
+        if is_float(v.name):
+            new_type[v.name] = io_type(v.name)
+    for n in g.node:
+        for o in n.output:
+            if is_float(o):
+                new_type[o] = node_type.get(n.name, FLOAT)
+
+    # 3. initializers: FP16 copy where an FP16 node reads it, FP32 where an FP32 node does
+    init_names = {t.name for t in g.initializer}
+    new_inits = []
+    fp32_alias: dict[str, str] = {}
+    for t in g.initializer:
+        if t.data_type != FLOAT:
+            new_inits.append(t)
+            continue
+        users = consumers[t.name]
+        want16 = any(node_type.get(u.name) == FLOAT16 and not _must_fp32(u, t.name) for u in users)
+        want32 = any(node_type.get(u.name, FLOAT) == FLOAT or _must_fp32(u, t.name) for u in users) or not users
+        arr = numpy_helper.to_array(t)
+        if want16:
+            new_inits.append(numpy_helper.from_array(_to_fp16(arr, t.name), t.name))
+            new_type[t.name] = FLOAT16
+            if want32:
+                fp32_alias[t.name] = t.name + "__fp32"
+                new_inits.append(numpy_helper.from_array(arr.astype(np.float32), t.name + "__fp32"))
+        else:
+            new_inits.append(t)
+            new_type[t.name] = FLOAT
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+
+    # 4. rewrite nodes, inserting casts where a tensor's type differs from its reader's
+    cast_cache: dict[tuple[str, int], str] = {}
+    new_nodes = []
+
+    def cast_to(tensor: str, to: int) -> str:
+        key = (tensor, to)
+        if key not in cast_cache:
+            out = f"{tensor}__to{'fp16' if to == FLOAT16 else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [tensor], [out], name=f"{out}__cast", to=to))
+            cast_cache[key] = out
+        return cast_cache[key]
+
+    for n in g.node:
+        nt = node_type.get(n.name)
+        if n.op_type == "Constant" and nt == FLOAT16:
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(_to_fp16(numpy_helper.to_array(a.t), n.name), a.t.name))
+        elif n.op_type == "ConstantOfShape" and nt == FLOAT16:
+            values = [a for a in n.attribute if a.name == "value"]
+            if not values:
+                n.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float16))))
+            for a in values:
+                if a.t.data_type == FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+        elif n.op_type == "Cast":
+            for a in n.attribute:
+                if a.name == "to" and a.i == FLOAT:
+                    a.i = nt
+        if nt is not None and n.op_type not in ("Cast",):
+            for idx, i in enumerate(n.input):
+                if not i or i not in new_type:
+                    continue
+                want = FLOAT if _must_fp32(n, i, idx) else nt
+                if i in fp32_alias and want == FLOAT:
+                    n.input[idx] = fp32_alias[i]
+                elif new_type[i] != want:
+                    n.input[idx] = cast_to(i, want)
+        new_nodes.append(n)
+    del g.node[:]
+    g.node.extend(new_nodes)
+
+    # 5. graph inputs/outputs
+    for v in g.input:
+        if v.name in new_type and v.name not in init_names:
+            v.type.tensor_type.elem_type = new_type[v.name]
+    rename = {}
+    for v in g.output:
+        if not is_float(v.name):
+            continue
+        want = io_type(v.name)
+        if new_type.get(v.name) != want:
+            rename[v.name] = want
+        v.type.tensor_type.elem_type = want
+    for name, want in rename.items():
+        inner = f"{name}__inner"
+        for n in g.node:
+            for k, o in enumerate(n.output):
+                if o == name:
+                    n.output[k] = inner
+            for k, i in enumerate(n.input):
+                if i == name:
+                    n.input[k] = inner
+        is_input = any(v.name == name for v in g.input)
+        if is_input:  # a graph input passed straight through
+            raise PrecisionError(f"graph output {name} is a graph input; cannot retype it")
+        g.node.append(helper.make_node("Cast", [inner], [name], name=f"{name}__cast_out", to=want))
+
+    del g.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m)
+    meta = dict(meta)
+    meta.update(
+        precision="fp16",
+        io_dtype="float16" if io_fp16 else "float32",
+        state_dtype=state_dtype,
+        fp32_islands={k: len(v) for k, v in island_map.items()},
+    )
+    attach_metadata(m, meta)
+    if check:
+        onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def _must_fp32(node: Any, tensor: str, idx: int | None = None) -> bool:
+    idxs = [idx] if idx is not None else [k for k, i in enumerate(node.input) if i == tensor]
+    return any((node.op_type, k) in _ALWAYS_FP32_INPUTS for k in idxs)
+
+
+def _to_fp16(arr: np.ndarray, where: str) -> np.ndarray:
+    finite = np.abs(arr[np.isfinite(arr)]) if arr.size else arr
+    if finite.size and float(finite.max()) > 65504.0:
+        raise PrecisionError(f"tensor {where} holds {float(finite.max()):.3g}, beyond FP16's range; keep fp32")
+    return arr.astype(np.float16)
+
+
+def count_by_type(model: Any) -> dict[str, int]:
+    """How many float tensors of each type the graph has (``{"float16": n, "float32": m}``) - for reports."""
+    types = _value_types(model)
+    out = {"float16": 0, "float32": 0}
+    for t in types.values():
+        if t == FLOAT16:
+            out["float16"] += 1
+        elif t == FLOAT:
+            out["float32"] += 1
+    return out
+
+
+def emulate_fp16(model: Any) -> Any:
+    """An FP32 graph that rounds every FP16 tensor of the FP16 graph ``model`` to FP16 (for CPU accuracy).
+
+    ORT CPU runs FP16 nodes that lack FP16 kernels by casting to FP32 and *drops the rounding between such
+    nodes*, so it would under-state FP16 error. This graph keeps every op in FP32 arithmetic but rounds each
+    FP16 tensor (initializers, node outputs, graph inputs) through ``Cast(to=FLOAT16)``/``Cast(to=FLOAT)``:
+    FP16 storage between ops, FP32 arithmetic inside each op (what TensorRT's FP16 kernels accumulate in).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    _name_nodes(m)
+    g = m.graph
+    types = _value_types(m)
+    for t in g.initializer:
+        if t.data_type == FLOAT16:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    rounded: dict[str, str] = {}
+    new_nodes = []
+
+    def round_trip(src: str, dst: str) -> None:
+        new_nodes.append(helper.make_node("Cast", [src], [dst + "__h"], name=dst + "__emu16", to=FLOAT16))
+        new_nodes.append(helper.make_node("Cast", [dst + "__h"], [dst], name=dst + "__emu32", to=FLOAT))
+
+    for v in g.input:
+        if types.get(v.name) == FLOAT16:
+            v.type.tensor_type.elem_type = FLOAT
+            rounded[v.name] = v.name + "__emu"
+            round_trip(v.name, v.name + "__emu")
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i in rounded:
+                n.input[k] = rounded[i]
+        for a in n.attribute:
+            if a.name == "to" and a.i == FLOAT16:
+                a.i = FLOAT
+            if a.name == "value" and a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT16:
+                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float32), a.t.name))
+        outs = list(n.output)
+        for k, o in enumerate(outs):
+            if o and types.get(o) == FLOAT16:
+                n.output[k] = o + "__emu_raw"
+        new_nodes.append(n)
+        for k, o in enumerate(outs):
+            if o and types.get(o) == FLOAT16:
+                round_trip(o + "__emu_raw", o)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    for v in g.output:
+        if types.get(v.name) == FLOAT16:
+            v.type.tensor_type.elem_type = FLOAT
+    del g.value_info[:]
+    return onnx.shape_inference.infer_shapes(m)
