@@ -1,0 +1,164 @@
+"""``gmg-infer``: streaming inference over sequences with a TensorRT engine, an ONNX step graph or a checkpoint."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from gmg_deploy.errors import GMGError, InputError
+from gmg_deploy.io import atomic_path, check_output_path
+
+
+def _parse_thresholds(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--csi-thresholds {text!r} is not a comma-separated list of numbers (e.g. 0.3,0.5)") from None
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
+
+
+def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
+    """Forecast every sequence of ``frames`` ``(N,T,C,H,W)`` in chunks of ``fc.batch_size`` -> ``(N,aft,C,H,W)``.
+
+    Each chunk starts from a reset state, observes ``pre`` frames, then forecasts ``aft``; a short last
+    chunk is padded with copies of its last sequence (their outputs are dropped).
+    """
+    N, B = frames.shape[0], fc.batch_size
+    out = np.empty((N, aft) + frames.shape[2:], dtype=np.float32)
+    starts = range(0, N, B)
+    bar = click.progressbar(length=N, label="sequences", file=sys.stderr) if show_progress else None
+    try:
+        for s in starts:
+            chunk = frames[s : s + B, :pre]
+            n = chunk.shape[0]
+            if n < B:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], B - n, axis=0)])
+            fc.reset()
+            fc.observe(chunk)
+            out[s : s + n] = fc.forecast(aft)[:n]
+            if bar is not None:
+                bar.update(n)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--engine", "engine", required=True, metavar="PATH",
+              help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
+@click.option("--input", "input_path", required=True, metavar="FRAMES",
+              help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name). "
+                   "uint8 data is scaled by 1/255.")
+@click.option("--pre", type=click.IntRange(min=1), default=None, help="Observed frames [model's pre_seq_length].")
+@click.option("--aft", type=click.IntRange(min=1), default=None, help="Predicted frames [model's aft_seq_length].")
+@click.option("--out", "out", required=True, metavar="PREDS.npy", help="Predictions (N,aft,C,H,W) float32 .npy.")
+@click.option("--gif", default=None, metavar="STRIP.gif",
+              help="Animated GIF of the first sequence: rows input | truth | prediction, one GIF frame per step.")
+@click.option("--metrics", is_flag=True, help="MSE/MAE/SSIM/PSNR (OpenSTL) and CSI; needs T >= pre+aft frames.")
+@click.option("--csi-thresholds", default="0.3,0.5", show_default=True, help="CSI thresholds (with --metrics).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Streams per step (engine batch).")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True, help="auto: by file type.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="[cuda for TensorRT, else cpu]")
+@click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
+         config_file, trust_checkpoint, as_json, force) -> None:
+    """Forecast sequences with the streaming runtime and optionally score them.
+
+    For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
+    (the sequences are processed BATCH-SIZE at a time, one stream per slot). If the input has
+    T >= PRE+AFT frames, frames PRE..PRE+AFT-1 are the ground truth for --metrics and the GIF.
+    Outputs are written atomically; input or option errors print one line and exit with code 2.
+    """
+    try:
+        summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
+                        device, config_file, trust_checkpoint, force)
+    except GMGError as e:
+        click.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    click.echo(f"{summary['sequences']} sequence(s), pre={summary['pre']} aft={summary['aft']} with "
+               f"{summary['backend']} on {summary['device']} (batch {summary['batch_size']}): "
+               f"{summary['seconds']:.2f} s, {summary['steps_per_s']:.1f} stream-steps/s")
+    click.echo(f"predictions -> {summary['out']}")
+    if summary.get("gif"):
+        click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
+                   f"-> {summary['gif']}")
+    for k, v in (summary.get("metrics") or {}).items():
+        click.echo(f"{k:>10s}: {v:.6g}")
+
+
+def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
+          config_file, trust_checkpoint, force) -> dict[str, Any]:
+    from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
+    from gmg_deploy.runtime.inputs import load_frames
+    from gmg_deploy.runtime.metrics import all_metrics
+    from gmg_deploy.runtime.strip_gif import write_strip_gif
+
+    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
+    out_path = check_output_path(out, force=force)
+    gif_path = check_output_path(gif, force=force) if gif else None
+    if gif_path is not None and gif_path.resolve() == out_path.resolve():
+        raise InputError("--gif and --out name the same file; give two paths")
+    kind = pick_backend(engine, backend)
+    dev = device or ("cuda" if kind == "tensorrt" else "cpu")
+    kwargs: dict[str, Any] = {}
+    if kind == "torch":
+        kwargs = {"trust_checkpoint": trust_checkpoint}
+        if config_file:
+            kwargs["config_file"] = config_file
+    elif config_file or trust_checkpoint:
+        raise InputError("--config-file/--trust-checkpoint apply to checkpoints (.ckpt/.pth) only")
+    fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+    cfg = fc.config
+    frames = load_frames(input_path, fc.frame_shape)
+    pre = cfg.pre_seq_length if pre is None else pre
+    aft = cfg.aft_seq_length if aft is None else aft
+    N, T = frames.shape[:2]
+    if T < pre:
+        raise InputError(f"input has {T} frames per sequence, fewer than --pre {pre}")
+    has_truth = T >= pre + aft
+    if metrics and not has_truth:
+        raise InputError(f"--metrics needs ground truth: input has T={T} frames, pre+aft={pre + aft}; "
+                         "give longer sequences or drop --metrics")
+    t0 = time.perf_counter()
+    preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - t0
+    fc.close()
+    truth = frames[:, pre : pre + aft] if has_truth else None
+    summary: dict[str, Any] = {
+        "engine": str(engine), "backend": fc.backend, "device": str(fc.device), "batch_size": fc.batch_size,
+        "batch_mode": fc.batch_mode, "sequences": int(N), "pre": pre, "aft": aft,
+        "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
+        "out": str(out_path), "shape": list(preds.shape),
+    }
+    if metrics:
+        summary["metrics"] = all_metrics(preds, truth, thresholds)
+    _save_npy(out_path, preds)
+    if gif_path is not None:
+        count, size = write_strip_gif(gif_path, frames[0, :pre], preds[0], None if truth is None else truth[0])
+        summary.update(gif=str(gif_path), gif_frames=count, gif_size=list(size))
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

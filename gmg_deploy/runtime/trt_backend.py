@@ -1,0 +1,147 @@
+"""TensorRT backend (10.x/11.x tensor API) on torch CUDA memory and torch's CUDA stream.
+
+The only module that imports ``tensorrt``. The engine's I/O is checked against the metadata in its
+``<engine>.json`` sidecar (see :mod:`gmg_deploy.runtime.binding_plan`); every tensor address is set once
+per step kind (``set_tensor_address``) on the ping-pong buffers, and ``execute_async_v3`` runs on torch's
+current stream. ``cuda_graph=True`` captures each step kind into a CUDA graph after one warm-up run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.export.metadata import MetadataError, config_from_metadata, read_metadata
+from gmg_deploy.runtime.backend import StepBackend
+from gmg_deploy.runtime.binding_plan import (
+    EngineIO, TensorSpec, check_sidecar_matches, dims_to_tuple, make_binding_plan, read_sidecar, sidecar_path,
+)
+from gmg_deploy.runtime.torch_backend import resolve_device
+
+_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
+               "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8"}
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt`` with one clear error when it (or a CUDA GPU) is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise InputError(
+            "the TensorRT backend needs the 'tensorrt' Python package (pip install gmg-deploy[trt]) on a machine "
+            "with an NVIDIA GPU; use the .onnx file with --backend onnxruntime instead"
+        ) from None
+    major = int(str(trt.__version__).split(".")[0])
+    if major < 10:
+        raise InputError(f"TensorRT {trt.__version__} is too old; the runtime needs TensorRT 10 or newer")
+    return trt
+
+
+def load_metadata_for(engine_path: Path, metadata_path: str | Path | None) -> tuple[dict[str, Any], EngineIO | None]:
+    """Metadata from ``metadata_path`` (sidecar .json or the source .onnx) or the engine's sidecar."""
+    if metadata_path is not None and Path(metadata_path).suffix.lower() == ".onnx":
+        return read_metadata(metadata_path), None
+    side = Path(metadata_path) if metadata_path is not None else sidecar_path(engine_path)
+    return read_sidecar(side)
+
+
+def engine_io(engine: Any, trt: Any) -> EngineIO:
+    """Describe a deserialised ``ICudaEngine`` as plain data."""
+    specs, profiles = [], {}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        dtype = _TRT_DTYPES.get(engine.get_tensor_dtype(name).name, str(engine.get_tensor_dtype(name)))
+        specs.append(TensorSpec(name, is_input, dims_to_tuple(engine.get_tensor_shape(name)), dtype))
+        if is_input and engine.num_optimization_profiles > 0:
+            lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
+            profiles[name] = (dims_to_tuple(lo), dims_to_tuple(opt), dims_to_tuple(hi))
+    return EngineIO(tuple(specs), profiles)
+
+
+class TensorRTBackend(StepBackend):
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "cuda",
+        batch_size: int = 1,
+        cuda_graph: bool = False,
+        metadata_path: str | Path | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.batch_size = int(batch_size)
+        meta, recorded = load_metadata_for(self.path, metadata_path)
+        trt = import_tensorrt()
+        if str(device).split(":")[0] != "cuda":
+            raise InputError(f"the TensorRT backend runs on CUDA only, not device {str(device)!r}; use --device cuda")
+        self.device = resolve_device(device)
+        self.metadata = meta
+        self.config = config_from_metadata(meta)
+        self.batch_mode = meta.get("batch_mode", "invariant")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        with torch.cuda.device(self.device):
+            self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            if self._engine is None:
+                raise MetadataError(f"{self.path} cannot be deserialised by TensorRT {trt.__version__}; "
+                                    "rebuild it on this machine with gmg-build")
+            io = engine_io(self._engine, trt)
+            check_sidecar_matches(io, recorded, str(self.path))
+            self.plan = make_binding_plan(io, meta, self.batch_size, str(self.path))
+            self._allocate(meta.get("io_dtype", "float32"), meta.get("state_dtype", "float32"))
+            self._context = self._engine.create_execution_context()
+            for name, shape in self.plan.input_shapes.items():
+                if not self._context.set_input_shape(name, shape):
+                    raise MetadataError(f"{self.path}: TensorRT refused input shape {list(shape)} for {name}")
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[int, int, bool], Any] = {}
+        self._bound: tuple[int, int, bool] | None = None
+
+    def _buffer(self, role: str, state_name: str | None, src: int, dst: int, from_pred: bool, is_input: bool):
+        s, d = self.sets[src], self.sets[dst]
+        if role == "frame":
+            return s.pred if from_pred else self.frame_in
+        if role == "pred":
+            return d.pred
+        return (s if is_input else d).state[state_name]
+
+    def _set_addresses(self, key: tuple[int, int, bool]) -> None:
+        if self._bound == key:
+            return
+        for b in self.plan.bindings:
+            buf = self._buffer(b.role, b.state_name, *key, b.is_input)
+            self._context.set_tensor_address(b.name, buf.data_ptr())
+        self._bound = key
+
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}")
+
+    def run(self, src: int, dst: int, from_pred: bool) -> None:
+        key = (src, dst, from_pred)
+        if not self.cuda_graph:
+            self._set_addresses(key)
+            self._execute()
+            return
+        graph = self._graphs.get(key)
+        if graph is None:
+            self._set_addresses(key)
+            self._execute()  # warm-up: TensorRT finishes lazy setup outside the capture
+            graph = torch.cuda.CUDAGraph()
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.graph(graph, stream=stream):
+                self._execute()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self._graphs[key] = graph
+        graph.replay()
+
+    def close(self) -> None:
+        self._graphs.clear()
+        self._context = None
+        self._engine = None
