@@ -1,1 +1,16 @@
-"""Stage: export."""
+"""Stage: export - a model to ONNX (step graph with explicit state, or the unrolled sequence).
+
+Public API: :func:`export_model` (-> :class:`ExportResult`), :func:`read_metadata`,
+:func:`check_tensorrt_compat`.
+"""
+from gmg_deploy.export.api import ExportResult, build_proto, export_model
+from gmg_deploy.export.metadata import read_metadata
+
+__all__ = ["ExportResult", "build_proto", "export_model", "read_metadata", "check_tensorrt_compat"]
+
+
+def check_tensorrt_compat(model_or_path, *, raise_on_error: bool = True):
+    """Lint an ONNX model (proto or path) against the TensorRT 10/11 ONNX parser's operator support."""
+    from gmg_deploy.export.trt_lint import check_tensorrt_compat as _check
+
+    return _check(model_or_path, raise_on_error=raise_on_error)
