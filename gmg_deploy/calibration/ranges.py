@@ -1,0 +1,246 @@
+"""Activation ranges of an FP32 step graph over recurrent rollouts, and the reusable ranges file.
+
+Calibration runs the FP32 graph in ONNX Runtime over real sequences (observe ``pre``, forecast ``aft``),
+chaining the state, with every input of Conv/ConvTranspose/MatMul/Gemm that is not a weight added as an
+extra graph output. Every step's tensors are observed - including ``state_in.*`` at every step, so a step
+graph's ranges reflect the state it really sees (zero only at step 0).
+
+Methods (symmetric int8, so a range is one ``amax``): ``minmax`` (largest |x| seen), ``percentile``
+(99.99th percentile of |x|), ``entropy`` (TensorRT-style KL-divergence threshold over a 2048-bin |x|
+histogram). Histograms need the first pass's ``amax``, so ``percentile``/``entropy`` run the data twice.
+
+Ranges file (JSON, ``format: gmg-deploy-ranges``, ``version: 1``): ``method``, ``fingerprint`` (hash of
+the model configuration, graph kind, warp, batch mode and weights), ``metadata`` (the graph's), counts,
+and ``tensors``: name -> ``{"amax", "min", "max", "kind": "activation"|"state"|"input"}``, with
+``per_step_amax`` for state inputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gmg_deploy.errors import GMGError
+from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto
+from gmg_deploy.export.ort_rollout import check_frames, make_session, rollout
+from gmg_deploy.io import atomic_write_text
+
+METHODS = ("minmax", "entropy", "percentile")
+QUANT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+RANGES_FORMAT = "gmg-deploy-ranges"
+RANGES_VERSION = 1
+BINS = 2048
+PERCENTILE = 99.99
+
+
+class CalibrationError(GMGError, ValueError):
+    """Calibration input or a ranges file does not fit the graph."""
+
+
+def fingerprint(model: Any) -> str:
+    """sha256 over the model-identifying metadata and the float weights of an FP32 graph."""
+    from onnx import numpy_helper
+
+    meta = metadata_from_proto(model)
+    h = hashlib.sha256()
+    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}
+    h.update(json.dumps(ident, sort_keys=True).encode())
+    for t in sorted(model.graph.initializer, key=lambda t: t.name):
+        if t.data_type == 1:
+            h.update(t.name.encode())
+            h.update(np.ascontiguousarray(numpy_helper.to_array(t)).tobytes())
+    return h.hexdigest()[:32]
+
+
+def quantizable_inputs(model: Any) -> list[str]:
+    """Names of the activation tensors that feed Conv/ConvTranspose/MatMul/Gemm (weights excluded)."""
+    inits = {t.name for t in model.graph.initializer}
+    consts = {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    out: list[str] = []
+    for n in model.graph.node:
+        if n.op_type not in QUANT_OPS:
+            continue
+        idxs = [0] if n.op_type in ("Conv", "ConvTranspose") else [0, 1]
+        for k in idxs:
+            t = n.input[k]
+            if t and t not in inits and t not in consts and t not in out:
+                out.append(t)
+    return out
+
+
+def _instrument(model: Any, names: list[str]) -> Any:
+    import onnx
+    from onnx import helper
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    existing = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for n in names:
+        if n not in existing:
+            m.graph.output.append(helper.make_empty_tensor_value_info(n))
+    return m
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.min: dict[str, float] = {}
+        self.max: dict[str, float] = {}
+        self.hist: dict[str, np.ndarray] = {}
+        self.per_step: dict[str, dict[int, float]] = {}
+
+    def observe_minmax(self, t: int, tensors: dict[str, np.ndarray]) -> None:
+        for k, v in tensors.items():
+            v = np.asarray(v, dtype=np.float32)
+            lo, hi = float(v.min()), float(v.max())
+            self.min[k] = min(self.min.get(k, lo), lo)
+            self.max[k] = max(self.max.get(k, hi), hi)
+            if k.startswith(STATE_IN):
+                d = self.per_step.setdefault(k, {})
+                d[t] = max(d.get(t, 0.0), float(np.abs(v).max()))
+
+    def observe_hist(self, amax: dict[str, float], tensors: dict[str, np.ndarray]) -> None:
+        for k, v in tensors.items():
+            a = amax.get(k, 0.0)
+            if a <= 0:
+                continue
+            h, _ = np.histogram(np.abs(np.asarray(v, dtype=np.float32)), bins=BINS, range=(0.0, a))
+            self.hist[k] = self.hist.get(k, 0) + h
+
+
+def _percentile_amax(hist: np.ndarray, amax: float, pct: float = PERCENTILE) -> float:
+    c = np.cumsum(hist)
+    k = int(np.searchsorted(c, c[-1] * pct / 100.0))
+    return float((k + 1) * amax / len(hist))
+
+
+def _entropy_amax(hist: np.ndarray, amax: float, levels: int = 128) -> float:
+    """The |x| threshold whose 128-level quantisation of the histogram has the least KL divergence."""
+    hist = hist.astype(np.float64)
+    n = len(hist)
+    if hist.sum() == 0:
+        return amax
+    best, best_i = np.inf, n
+    for i in range(levels, n + 1, 16):
+        p = hist[:i].copy()
+        p[i - 1] += hist[i:].sum()  # clip the tail into the last bin
+        # quantise the first i bins into `levels` groups, spreading each group's mass over its non-empty bins
+        edges = np.linspace(0, i, levels + 1).astype(int)
+        src = hist[:i]
+        sums = np.add.reduceat(src, edges[:-1])
+        counts = np.add.reduceat((src > 0).astype(np.float64), edges[:-1])
+        group = np.repeat(np.arange(levels), np.diff(edges))
+        q = np.where(src > 0, (sums / np.maximum(counts, 1))[group], 0.0)
+        nz = p > 0
+        ps = p[nz] / p.sum()
+        qs = np.maximum(q[nz], 1e-12)
+        qs = qs / q.sum() if q.sum() > 0 else qs
+        kl = float(np.sum(ps * np.log(ps / qs)))
+        if kl < best:
+            best, best_i = kl, i
+    return float(best_i * amax / n)
+
+
+def collect_ranges(
+    model: Any,
+    frames: np.ndarray,
+    *,
+    method: str = "minmax",
+    batch_size: int = 8,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Calibrate the FP32 step graph ``model`` (ModelProto) on ``frames`` ``(N, T>=pre, C, H, W)``.
+
+    Returns the ranges document (see the module docstring); write it with :func:`save_ranges`.
+    """
+    if method not in METHODS:
+        raise CalibrationError(f"calibration method {method!r} is unknown; choose one of {', '.join(METHODS)}")
+    meta = metadata_from_proto(model)
+    if meta.get("graph") != "step":
+        raise CalibrationError("calibration needs a step graph (state_in/state_out); export with --graph step")
+    if meta.get("precision", "fp32") != "fp32":
+        raise CalibrationError(f"calibration needs the FP32 graph; this one is {meta['precision']}")
+    frames = check_frames(frames, meta, "calibration data")
+    if frames.shape[0] < 1:
+        raise CalibrationError("calibration data holds no sequences")
+    acts = quantizable_inputs(model)
+    watch = acts + [n for n in meta["inputs"] if n not in acts]
+    graph_inputs = set(meta["inputs"])
+    extra = [n for n in watch if n not in graph_inputs]
+    session = make_session(_instrument(model, extra))
+    stats = _Stats()
+    say = progress or (lambda s: None)
+
+    def pick(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: tensors[k] for k in watch if k in tensors}
+
+    say(f"pass 1 (min/max) over {frames.shape[0]} sequences, {len(watch)} tensors")
+    rollout(session, meta, frames, extra_outputs=extra, batch_size=batch_size,
+            on_step=lambda t, d: stats.observe_minmax(t, pick(d)))
+    amax_mm = {k: max(abs(stats.min[k]), abs(stats.max[k])) for k in stats.min}
+    amax = dict(amax_mm)
+    if method != "minmax":
+        say(f"pass 2 ({method} histograms)")
+        rollout(session, meta, frames, extra_outputs=extra, batch_size=batch_size,
+                on_step=lambda t, d: stats.observe_hist(amax_mm, pick(d)))
+        for k, h in stats.hist.items():
+            amax[k] = _percentile_amax(h, amax_mm[k]) if method == "percentile" else _entropy_amax(h, amax_mm[k])
+    cfg = meta["config"]
+    tensors = {}
+    for k in watch:
+        if k not in stats.min:
+            continue
+        kind = "state" if k.startswith(STATE_IN) else ("input" if k in graph_inputs else "activation")
+        entry = {"amax": amax[k], "min": stats.min[k], "max": stats.max[k], "kind": kind,
+                 "quantized_input": k in acts}
+        if k in stats.per_step:
+            entry["per_step_amax"] = [stats.per_step[k][t] for t in sorted(stats.per_step[k])]
+        tensors[k] = entry
+    return {
+        "format": RANGES_FORMAT,
+        "version": RANGES_VERSION,
+        "method": method,
+        "fingerprint": fingerprint(model),
+        "metadata": meta,
+        "sequences": int(frames.shape[0]),
+        "steps_per_sequence": int(cfg["pre_seq_length"]) + int(cfg["aft_seq_length"]) - 1,
+        "tensors": tensors,
+    }
+
+
+def save_ranges(doc: dict[str, Any], path: str | Path) -> None:
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True))
+
+
+def load_ranges(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise CalibrationError(f"ranges file {p} does not exist; make it with gmg-calibrate")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CalibrationError(f"ranges file {p} is not JSON; make it with gmg-calibrate") from None
+    if not isinstance(doc, dict) or doc.get("format") != RANGES_FORMAT:
+        raise CalibrationError(f"{p} is not a gmg-deploy ranges file (format != {RANGES_FORMAT})")
+    if doc.get("version") != RANGES_VERSION:
+        raise CalibrationError(f"ranges file {p} has version {doc.get('version')}, expected {RANGES_VERSION}; re-run gmg-calibrate")
+    return doc
+
+
+def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges file") -> None:
+    """Refuse ranges made on another model/graph (fingerprint) or lacking tensors this graph quantizes."""
+    fp = fingerprint(model)
+    if doc.get("fingerprint") != fp:
+        cfg = doc.get("metadata", {}).get("config", {})
+        raise CalibrationError(
+            f"{where} was calibrated on another model (fingerprint {doc.get('fingerprint')} != {fp}, "
+            f"arch {cfg.get('arch')}, in_shape {cfg.get('in_shape')}); re-run gmg-calibrate on this model"
+        )
+    missing = [t for t in quantizable_inputs(model) if t not in doc.get("tensors", {})]
+    if missing:
+        raise CalibrationError(
+            f"{where} lacks ranges for {len(missing)} tensor(s) of this graph (e.g. {missing[0]}); "
+            "re-run gmg-calibrate on a graph exported by this gmg-deploy version"
+        )
