@@ -105,6 +105,14 @@ class Forecaster:
             engine = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
         return cls(engine)
 
+    @classmethod
+    def from_model(cls, model: Any, *, device: str = "cpu", batch_size: int = 1, **kwargs: Any) -> "Forecaster":
+        """The torch backend on an in-memory :class:`RecurrentPredictor` (its ``conv_g`` is folded in place,
+        which is exact); kwargs: ``batch_mode``, ``cuda_graph``."""
+        from gmg_deploy.runtime.torch_backend import TorchBackend
+
+        return cls(TorchBackend(model, device=device, batch_size=batch_size, **kwargs))
+
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> ModelConfig:
