@@ -109,3 +109,23 @@ def graph_metadata(model: Any) -> dict[str, Any]:
 
     proto = onnx.load(str(model), load_external_data=False) if isinstance(model, (str, Path)) else model
     return metadata_from_proto(proto, str(model) if isinstance(model, (str, Path)) else "ONNX model")
+
+
+def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
+    """Load ``(N, T, C, H, W)`` sequences from a ``.npy`` file (or the first array of a ``.npz``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} file {p} does not exist")
+    try:
+        obj = np.load(p, allow_pickle=False)
+    except (ValueError, OSError):
+        raise InputError(f"{what} file {p} is not a NumPy .npy/.npz array file") from None
+    if hasattr(obj, "files"):
+        key = "frames" if "frames" in obj.files else obj.files[0]
+        obj = obj[key]
+    a = np.asarray(obj)
+    if a.ndim == 4:  # a single sequence (T, C, H, W)
+        a = a[None]
+    if a.ndim != 5:
+        raise InputError(f"{what} file {p} holds shape {a.shape}; expected (N, T, C, H, W) sequences")
+    return a

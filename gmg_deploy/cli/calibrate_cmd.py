@@ -1,0 +1,95 @@
+"""``gmg-calibrate``: INT8 activation ranges of an FP32 step graph over recurrent rollouts -> ranges.json.
+
+Examples::
+
+    gmg-calibrate --ckpt model.ckpt --data calib.npy -o ranges.json
+    gmg-calibrate --onnx model_step.onnx --data calib.npy -o ranges.json --method percentile --max-sequences 64
+    gmg-export --ckpt model.ckpt -o model_int8.onnx --precision int8 --calibration ranges.json
+
+The FP32 graph observes each sequence's first ``pre`` frames and forecasts ``aft`` (state chained, so the
+state inputs of every step are calibrated). ``--data`` is ``(N, T>=pre, C, H, W)`` float frames in the
+model's input units (``.npy`` or ``.npz``).
+"""
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.errors import InputError
+from gmg_deploy.io import check_output_path
+
+
+def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant"):
+    """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file."""
+    import onnx
+
+    if (ckpt is None) == (onnx_path is None):
+        raise InputError("give exactly one of --ckpt or --onnx")
+    if onnx_path is not None:
+        from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
+
+        try:
+            proto = onnx.load(onnx_path)
+        except Exception:
+            raise MetadataError(f"{onnx_path} is not a readable ONNX model") from None
+        metadata_from_proto(proto, onnx_path)
+        return proto
+    from gmg_deploy.export import build_proto
+    from gmg_deploy.model import load_checkpoint
+
+    return build_proto(load_checkpoint(ckpt), graph="step", batch_mode=batch_mode)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", type=click.Path(dir_okay=False), help="OpenSTL checkpoint (.ckpt/.pth) to export and calibrate.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 step graph from gmg-export instead.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Calibration sequences (N,T,C,H,W) .npy/.npz.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ranges file to write (JSON).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Range estimator (symmetric int8 amax per tensor).")
+@click.option("--max-sequences", type=int, default=None, help="Use at most N sequences of --data.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per ORT call.")
+@click.option("--batch-mode", type=click.Choice(["invariant", "reference"]), default="invariant", show_default=True,
+              help="With --ckpt: the growth-decay mode to export (must match gmg-export's).")
+@click.option("--force", is_flag=True, help="Overwrite the output file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@one_line_errors
+def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, force, as_json):
+    """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
+    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.export.ort_rollout import load_frames_npy
+
+    out = check_output_path(output, force=force)
+    if max_sequences is not None and max_sequences < 1:
+        raise InputError(f"--max-sequences={max_sequences} must be >= 1")
+    if batch_size < 1:
+        raise InputError(f"--batch-size={batch_size} must be >= 1")
+    frames = load_frames_npy(data, "--data")
+    if max_sequences is not None:
+        frames = frames[:max_sequences]
+    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode)
+    say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    doc = collect_ranges(proto, np.asarray(frames), method=method, batch_size=batch_size, progress=say)
+    save_ranges(doc, out)
+    states = {k: v for k, v in doc["tensors"].items() if v["kind"] == "state"}
+    summary = {
+        "output": str(out),
+        "method": method,
+        "sequences": doc["sequences"],
+        "steps_per_sequence": doc["steps_per_sequence"],
+        "tensors": len(doc["tensors"]),
+        "state_tensors": len(states),
+        "fingerprint": doc["fingerprint"],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"wrote {out}: {summary['tensors']} tensors ({summary['state_tensors']} state inputs) over "
+                   f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {method}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,62 @@
+"""``gmg-compare A.onnx B.onnx --data seqs.npy``: per-forecast-step accuracy of graph B against graph A.
+
+Both graphs (exports of one model, e.g. FP32 and FP16/INT8) forecast the same sequences in ONNX Runtime CPU.
+Prints per step MSE, max |error| and SSIM of B vs A, and - when ``--data`` holds the true future frames
+(T >= pre+aft) - each graph's SSIM against the truth and the SSIM drop, checked against the limit for B's
+precision (FP16 0.002, INT8 0.01). FP16 graphs are evaluated through an FP32 graph that rounds every FP16
+tensor (ORT CPU would otherwise skip the rounding between ops); ``--no-emulate`` runs the FP16 graph as is.
+Exit status 1 when ``--check`` is given and a limit is exceeded.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.errors import InputError
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Sequences (N,T,C,H,W) .npy/.npz.")
+@click.option("--max-sequences", type=int, default=None, help="Use at most N sequences.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--no-emulate", is_flag=True, help="Run an FP16 graph in ORT as is (ORT CPU upcasts; understates error).")
+@click.option("--check", is_flag=True, help="Exit 1 if the SSIM drop exceeds the precision's limit.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@one_line_errors
+def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json):
+    """Compare graph CANDIDATE against graph REFERENCE per forecast step."""
+    import onnx
+
+    from gmg_deploy.export.accuracy import compare_graphs
+    from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
+    from gmg_deploy.export.ort_rollout import load_frames_npy
+    from gmg_deploy.export.precision_fp16 import emulate_fp16
+
+    frames = load_frames_npy(data, "--data")
+    if max_sequences is not None:
+        if max_sequences < 1:
+            raise InputError(f"--max-sequences={max_sequences} must be >= 1")
+        frames = frames[:max_sequences]
+    protos = []
+    for p in (reference, candidate):
+        try:
+            proto = onnx.load(p)
+        except Exception:
+            raise MetadataError(f"{p} is not a readable ONNX model") from None
+        meta = metadata_from_proto(proto, p)
+        if meta.get("precision") == "fp16" and not no_emulate:
+            proto = emulate_fp16(proto)
+        protos.append(proto)
+    cmp = compare_graphs(protos[0], protos[1], frames, batch_size=batch_size, names=(reference, candidate))
+    cmp.extra["fp16_evaluation"] = "as-is" if no_emulate else "emulated (FP16 storage between ops)"
+    click.echo(cmp.to_json() if as_json else cmp.table())
+    if check and cmp.passed is False:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

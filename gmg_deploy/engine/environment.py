@@ -1,0 +1,72 @@
+"""What this machine can run: library versions, ORT providers, CUDA devices, usable backends/precisions."""
+from __future__ import annotations
+
+import importlib
+import platform
+from typing import Any
+
+
+def _version(module: str) -> str | None:
+    try:
+        m = importlib.import_module(module)
+    except Exception:
+        return None
+    return str(getattr(m, "__version__", "unknown"))
+
+
+def environment_report() -> dict[str, Any]:
+    """A JSON-able report for ``gmg-doctor``."""
+    versions = {k: _version(k) for k in ("torch", "onnx", "onnxruntime", "tensorrt", "polygraphy", "numpy")}
+    providers: list[str] = []
+    if versions["onnxruntime"]:
+        import onnxruntime as ort
+
+        providers = list(ort.get_available_providers())
+    devices: list[dict[str, Any]] = []
+    cuda_version = None
+    if versions["torch"]:
+        import torch
+
+        cuda_version = torch.version.cuda
+        if torch.cuda.is_available():
+            for i in range(torch.cuda.device_count()):
+                cc = torch.cuda.get_device_capability(i)
+                devices.append({"index": i, "name": torch.cuda.get_device_name(i), "compute_capability": f"{cc[0]}.{cc[1]}"})
+    gpu = bool(devices)
+    trt = versions["tensorrt"] is not None and gpu
+    backends = {
+        "torch-cpu": {"usable": versions["torch"] is not None, "precisions": ["fp32"]},
+        "torch-cuda": {"usable": versions["torch"] is not None and gpu, "precisions": ["fp32", "fp16"]},
+        "onnxruntime-cpu": {"usable": "CPUExecutionProvider" in providers, "precisions": ["fp32", "int8", "fp16 (upcast)"]},
+        "onnxruntime-cuda": {"usable": "CUDAExecutionProvider" in providers and gpu, "precisions": ["fp32", "fp16", "int8"]},
+        "tensorrt": {"usable": trt, "precisions": ["fp32", "fp16", "int8"],
+                     "strongly_typed": "always (11.x)" if trt and versions["tensorrt"].startswith("11")
+                     else "STRONGLY_TYPED flag (10.x)" if trt else None},
+    }
+    notes = []
+    if versions["tensorrt"] is None:
+        notes.append('TensorRT missing: pip install "gmg-deploy[trt]" (NVIDIA index https://pypi.nvidia.com) on a CUDA machine')
+    elif not gpu:
+        notes.append("TensorRT is installed but no CUDA device is visible")
+    return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+            "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
+            "backends": backends, "notes": notes}
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [f"python {rep['python']} on {rep['platform']}"]
+    for k, v in rep["versions"].items():
+        lines.append(f"  {k:<12} {v or 'not installed'}")
+    lines.append(f"  ORT providers: {', '.join(rep['onnxruntime_providers']) or 'none'}")
+    lines.append(f"  CUDA (torch build): {rep['cuda'] or 'none'}")
+    if rep["cuda_devices"]:
+        for d in rep["cuda_devices"]:
+            lines.append(f"  GPU {d['index']}: {d['name']} (sm {d['compute_capability']})")
+    else:
+        lines.append("  GPU: none visible")
+    lines.append("backends:")
+    for name, b in rep["backends"].items():
+        lines.append(f"  {name:<17} {'yes' if b['usable'] else 'no ':<4} {', '.join(b['precisions'])}")
+    for n in rep["notes"]:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Optimization-profile shapes for a gmg-deploy graph: every input's (min, opt, max) over the batch axis."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gmg_deploy.errors import GMGError
+
+
+class BuildError(GMGError, ValueError):
+    """A build request that cannot work (bad batch range, graph without metadata, no TensorRT)."""
+
+
+@dataclass(frozen=True)
+class BatchRange:
+    min: int
+    opt: int
+    max: int
+
+
+def batch_range(meta: dict[str, Any], min_batch: int | None, opt_batch: int | None, max_batch: int | None) -> BatchRange:
+    """Validate the requested batch range against the graph (a fixed-batch graph allows only its batch)."""
+    fixed = meta.get("batch")
+    if fixed:
+        for name, v in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
+            if v is not None and v != fixed:
+                raise BuildError(f"{name}={v}: this graph was exported with a fixed batch of {fixed}; "
+                                 "re-export with a dynamic batch (no --batch) to build a range")
+        return BatchRange(fixed, fixed, fixed)
+    lo = 1 if min_batch is None else min_batch
+    hi = max(lo, 8) if max_batch is None else max_batch
+    opt = lo if opt_batch is None else opt_batch
+    if lo < 1:
+        raise BuildError(f"--min-batch={lo} must be >= 1")
+    if not lo <= opt <= hi:
+        raise BuildError(f"batch range min={lo}, opt={opt}, max={hi} must satisfy 1 <= min <= opt <= max")
+    return BatchRange(lo, opt, hi)
+
+
+def input_shapes(meta: dict[str, Any]) -> dict[str, list[int]]:
+    """Every graph input's shape with batch 0 as a placeholder (frame/frames first, then state_in.*)."""
+    cfg = meta["config"]
+    T, C, H, W = cfg["in_shape"]
+    pre = int(cfg["pre_seq_length"])
+    if meta["graph"] == "sequence":
+        return {"frames": [0, pre, C, H, W]}
+    out = {"frame": [0, C, H, W]}
+    for st in meta["state"]:
+        out["state_in." + st["name"]] = [0] + [int(d) for d in st["shape"][1:]]
+    return out
+
+
+def profile_shapes(meta: dict[str, Any], rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """Input name -> (min, opt, max) shapes for ``IOptimizationProfile.set_shape``."""
+    out = {}
+    for name, shape in input_shapes(meta).items():
+        out[name] = tuple(tuple([b] + shape[1:]) for b in (rng.min, rng.opt, rng.max))
+    return out

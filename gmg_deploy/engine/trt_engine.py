@@ -1,0 +1,90 @@
+"""The only module that calls TensorRT: parse an ONNX graph into a strongly typed network and build an engine.
+
+TensorRT 10.x: ``create_network(1 << STRONGLY_TYPED)``; 11.x: networks are always strongly typed (flag 0).
+No ``BuilderFlag.FP16/INT8`` and no calibrator: precision comes from the graph (FP16 types, Q/DQ nodes).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from gmg_deploy.engine.profile import BatchRange, BuildError
+
+INSTALL_HINT = ('TensorRT is not installed; install it with pip install "gmg-deploy[trt]" '
+                "(NVIDIA wheels: pip install --extra-index-url https://pypi.nvidia.com tensorrt) on a machine with a CUDA GPU")
+
+
+def import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt  # noqa: F401
+    except ImportError:
+        raise BuildError(INSTALL_HINT) from None
+    return trt
+
+
+def network_flags(trt: Any) -> int:
+    """Creation flags: STRONGLY_TYPED on TensorRT 10, nothing on 11+ (always strongly typed)."""
+    major = int(str(trt.__version__).split(".")[0])
+    if major >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def build_engine(
+    onnx_path: str | Path,
+    profile: dict[str, tuple[tuple[int, ...], ...]],
+    *,
+    workspace_mib: int | None = None,
+    timing_cache: str | Path | None = None,
+) -> tuple[bytes, dict[str, Any]]:
+    """Build a serialized engine; returns ``(plan_bytes, info)`` with version, GPU and I/O tensor info."""
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BuildError(f"TensorRT could not parse {onnx_path}: {errs[:400]}")
+    config = builder.create_builder_config()
+    if workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    prof = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in profile.items():
+        prof.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(prof)
+    cache = None
+    if timing_cache is not None:
+        tc = Path(timing_cache)
+        cache = config.create_timing_cache(tc.read_bytes() if tc.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - t0
+    if plan is None:
+        raise BuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with a larger --workspace")
+    if cache is not None:
+        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+    io = []
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        io.append({"name": t.name, "mode": "input", "shape": list(t.shape), "dtype": str(t.dtype).split(".")[-1]})
+    for i in range(network.num_outputs):
+        t = network.get_output(i)
+        io.append({"name": t.name, "mode": "output", "shape": list(t.shape), "dtype": str(t.dtype).split(".")[-1]})
+    gpu_name, cc = gpu_info()
+    return bytes(plan), {"trt_version": trt.__version__, "gpu_name": gpu_name, "compute_capability": cc,
+                         "io": io, "build_seconds": seconds}
+
+
+def gpu_info() -> tuple[str, tuple[int, int]]:
+    """Name and compute capability of CUDA device 0 (via torch, present with the toolkit)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0), tuple(torch.cuda.get_device_capability(0))
+    except Exception:  # pragma: no cover - best effort
+        pass
+    return "unknown", (0, 0)
