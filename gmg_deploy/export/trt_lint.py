@@ -86,6 +86,9 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
     for n in g.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = n.attribute[0].t
+    for n in g.node:  # int8 weights: DequantizeLinear of an initializer is a constant weight for TensorRT
+        if n.op_type == "DequantizeLinear" and n.input[0] in consts:
+            consts[n.output[0]] = consts[n.input[0]]
     out: list[Finding] = []
     for t in g.initializer:
         if t.data_type == TensorProto.DOUBLE:
