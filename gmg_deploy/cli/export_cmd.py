@@ -1,0 +1,103 @@
+"""``gmg-export``: an OpenSTL GMG / MotionRNN checkpoint -> ONNX (step or unrolled sequence graph).
+
+Examples::
+
+    gmg-export --ckpt work_dirs/mmnist/checkpoints/best.ckpt -o gmg_step.onnx
+    gmg-export --ckpt best.ckpt -o gmg_seq.onnx --graph sequence --batch 8
+    gmg-export --ckpt weights.pth --config-file configs/mmnist/GMG.py --in-shape 20,1,64,64 --pre 10 --aft 10 -o s.onnx
+
+The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and ``state_out.*`` (feed each
+``state_out.X`` back as ``state_in.X``; zeros start). The sequence graph maps ``frames (B,pre,C,H,W)`` to
+``preds (B,aft,C,H,W)``. Metadata (config, state layout, warp, batch mode, normalisation) is embedded.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gmg_deploy.errors import GMGError, InputError
+
+
+def _parse_shape(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        shape = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--in-shape {value!r} is not four integers T,C,H,W (e.g. 20,1,64,64)") from None
+    if len(shape) != 4:
+        raise InputError(f"--in-shape {value!r} has {len(shape)} values; give T,C,H,W (e.g. 20,1,64,64)")
+    return shape
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
+              help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file).")
+@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
+              help="OpenSTL config (configs/<data>/GMG.py) for a bare state dict; parsed, never executed.")
+@click.option("--in-shape", default=None, help="T,C,H,W of one sequence (overrides the checkpoint).")
+@click.option("--pre", "pre", type=int, default=None, help="Observed frames (pre_seq_length).")
+@click.option("--aft", "aft", type=int, default=None, help="Predicted frames (aft_seq_length).")
+@click.option("--arch", type=click.Choice(["gmg", "motionrnn"], case_sensitive=False), default=None,
+              help="Architecture, when the checkpoint/config does not say.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--graph", type=click.Choice(["step", "sequence"]), default="step", show_default=True,
+              help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled.")
+@click.option("--warp", type=click.Choice(["gridsample", "gather"]), default="gridsample", show_default=True,
+              help="Warp form: one GridSample (TensorRT-friendly) or the reference's index gathers.")
+@click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic batch axis).")
+@click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default; excludes --batch).")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (GridSample needs >= 16).")
+@click.option("--batch-mode", type=click.Choice(["invariant", "reference"]), default="invariant", show_default=True,
+              help="invariant: each sample as if run alone; reference: OpenSTL's batch-position growth decay.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary pickled objects (runs code; trusted files only).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--force", is_flag=True, help="Overwrite the output file.")
+def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
+         trust_checkpoint, as_json, force):
+    """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
+    try:
+        _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
+             batch_mode, trust_checkpoint, as_json, force)
+    except GMGError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
+         trust_checkpoint, as_json, force) -> None:
+    from gmg_deploy.io import check_output_path
+
+    if ckpt is None:
+        raise InputError("no --ckpt given; pass --ckpt PATH (an OpenSTL .ckpt, or a .pth with --config-file)")
+    if batch is not None and dynamic_batch:
+        raise InputError("--batch and --dynamic-batch exclude each other; give one")
+    if batch is not None and batch < 1:
+        raise InputError(f"--batch {batch} must be >= 1")
+    shape = _parse_shape(in_shape)
+    check_output_path(output, force=force)  # fail before the slow work
+    from gmg_deploy.export import export_model
+    from gmg_deploy.model.checkpoint import load_checkpoint
+
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    say(f"loading {ckpt}...")
+    model = load_checkpoint(ckpt, config_file=config_file, in_shape=shape, pre_seq_length=pre, aft_seq_length=aft,
+                            arch=arch, warp=warp, trust_checkpoint=trust_checkpoint)
+    res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
+                       progress=say)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), sort_keys=True))
+    else:
+        ops = ", ".join(f"{k} {v}" for k, v in list(res.op_types.items())[:8])
+        click.echo(f"wrote {res.path} ({res.graph} graph, {res.node_count} nodes, {_human(res.file_size)}) "
+                   f"in {res.seconds:.1f} s; ops: {ops}{', ...' if len(res.op_types) > 8 else ''}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
