@@ -25,6 +25,16 @@ from gmg_deploy.export.metadata import SCHEMA_VERSION, STATE_IN, STATE_OUT, Meta
 FRAME_IN = "frame"
 FRAME_OUT = "next_frame"
 
+#: TensorRT ``DataType`` member names -> NumPy-style names (the build stage's sidecar writes ``FLOAT``...).
+TRT_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
+                   "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8", "INT4": "int4"}
+
+
+def normalise_dtype(name: str) -> str:
+    """``"FLOAT"``, ``"DataType.HALF"``, ``"float32"`` -> ``"float32"``/``"float16"``/..."""
+    short = str(name).split(".")[-1]
+    return TRT_DTYPE_NAMES.get(short.upper(), short.lower())
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -89,7 +99,7 @@ def _spec_from_record(r: Any, mode: bool | None, where: str) -> TensorSpec:
     try:
         is_input = mode if mode is not None else str(r["mode"]).lower() == "input"
         return TensorSpec(str(r["name"]), bool(is_input), tuple(-1 if d is None else int(d) for d in r["shape"]),
-                          str(r["dtype"]).lower())
+                          normalise_dtype(r["dtype"]))
     except (KeyError, TypeError, ValueError):
         raise MetadataError(f"{where}: an I/O record lacks name/shape/dtype: {str(r)[:80]}; rebuild the engine") from None
 

@@ -16,12 +16,10 @@ from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, config_from_metadata, read_metadata
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.binding_plan import (
-    EngineIO, TensorSpec, check_sidecar_matches, dims_to_tuple, make_binding_plan, read_sidecar, sidecar_path,
+    EngineIO, TensorSpec, check_sidecar_matches, dims_to_tuple, make_binding_plan, normalise_dtype, read_sidecar,
+    sidecar_path,
 )
 from gmg_deploy.runtime.torch_backend import resolve_device
-
-_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-               "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8"}
 
 
 def import_tensorrt() -> Any:
@@ -53,7 +51,7 @@ def engine_io(engine: Any, trt: Any) -> EngineIO:
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        dtype = _TRT_DTYPES.get(engine.get_tensor_dtype(name).name, str(engine.get_tensor_dtype(name)))
+        dtype = normalise_dtype(str(engine.get_tensor_dtype(name)))
         specs.append(TensorSpec(name, is_input, dims_to_tuple(engine.get_tensor_shape(name)), dtype))
         if is_input and engine.num_optimization_profiles > 0:
             lo, opt, hi = engine.get_tensor_profile_shape(name, 0)
@@ -76,9 +74,9 @@ class TensorRTBackend(StepBackend):
         self.path = Path(path)
         self.batch_size = int(batch_size)
         meta, recorded = load_metadata_for(self.path, metadata_path)
-        trt = import_tensorrt()
         if str(device).split(":")[0] != "cuda":
             raise InputError(f"the TensorRT backend runs on CUDA only, not device {str(device)!r}; use --device cuda")
+        trt = import_tensorrt()
         self.device = resolve_device(device)
         self.metadata = meta
         self.config = config_from_metadata(meta)
