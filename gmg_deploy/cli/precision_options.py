@@ -1,0 +1,74 @@
+"""``gmg-export`` precision options and the post-export pass they run (kept out of export_cmd on purpose).
+
+``--precision fp32|fp16|int8``, ``--calibration ranges.json`` (int8), ``--io-fp16`` and
+``--state-dtype fp16|fp32`` (fp16). FP16 lives in :mod:`gmg_deploy.export.precision_fp16`; INT8 Q/DQ in
+:mod:`gmg_deploy.calibration.qdq` (the CLI sits above both stages, so export never imports calibration).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from gmg_deploy.errors import InputError
+
+OPTIONS = ("precision", "calibration", "io_fp16", "state_dtype")
+
+
+def precision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the four precision options to a click command."""
+    fn = click.option("--state-dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+                      help="FP16 graphs: dtype of state_in.*/state_out.*.")(fn)
+    fn = click.option("--io-fp16", is_flag=True, help="FP16 graphs: frame input/output in FP16 (default FP32, cast inside).")(fn)
+    fn = click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+                      help="INT8: ranges file from gmg-calibrate (same checkpoint, warp and batch mode).")(fn)
+    fn = click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+                      help="fp16: FP16 with FP32 islands (warp coordinates + GridSample, softmax, growth exp); "
+                           "int8: Q/DQ on Conv/ConvTranspose/MatMul/Gemm inputs (needs --calibration).")(fn)
+    return fn
+
+
+def check_precision_options(precision: str, calibration: str | None, io_fp16: bool, state_dtype: str,
+                            graph: str = "step") -> None:
+    """Validate the combination before any long work starts."""
+    if precision == "int8" and calibration is None:
+        raise InputError("--precision int8 needs --calibration ranges.json (make it with gmg-calibrate)")
+    if precision != "int8" and calibration is not None:
+        raise InputError("--calibration is only used with --precision int8")
+    if precision == "int8" and graph != "step":
+        raise InputError("--precision int8 needs --graph step (ranges are calibrated on the step graph)")
+    if precision != "fp16" and (io_fp16 or state_dtype != "fp32"):
+        raise InputError("--io-fp16 and --state-dtype fp16 apply to --precision fp16 only")
+
+
+def apply_precision(proto: Any, precision: str, calibration: str | None = None, io_fp16: bool = False,
+                    state_dtype: str = "fp32") -> Any:
+    """The FP32 export ``proto`` converted to ``precision`` (returned unchanged for fp32)."""
+    if precision == "fp32":
+        return proto
+    if precision == "fp16":
+        from gmg_deploy.export.precision_fp16 import convert_to_fp16
+
+        return convert_to_fp16(proto, io_fp16=io_fp16, state_dtype=state_dtype)
+    from gmg_deploy.calibration.qdq import quantize_graph
+    from gmg_deploy.calibration.ranges import load_ranges
+
+    return quantize_graph(proto, load_ranges(calibration), where=f"ranges file {calibration}")
+
+
+def convert_file(path: str | Path, precision: str, calibration: str | None = None, io_fp16: bool = False,
+                 state_dtype: str = "fp32") -> None:
+    """Rewrite an exported FP32 ONNX file in place (atomically) at ``precision``."""
+    if precision == "fp32":
+        return
+    import onnx
+
+    from gmg_deploy.io import atomic_write_bytes
+
+    try:
+        proto = apply_precision(onnx.load(str(path)), precision, calibration, io_fp16, state_dtype)
+    except Exception:
+        Path(path).unlink(missing_ok=True)  # never leave an FP32 file where a reduced-precision one was asked
+        raise
+    atomic_write_bytes(path, proto.SerializeToString())
