@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from gmg_deploy.cli.precision_options import check_precision_options, convert_file, precision_options
 from gmg_deploy.errors import GMGError, InputError
 
 
@@ -59,12 +60,15 @@ def _human(n: int) -> str:
 @click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary pickled objects (runs code; trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
+@precision_options
 def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force):
+         trust_checkpoint, as_json, force, **prec):
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
     try:
+        check_precision_options(**prec, graph=graph)
         _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
              batch_mode, trust_checkpoint, as_json, force)
+        convert_file(output, **prec)  # FP16 / INT8 pass on the written FP32 graph (gmg_deploy.cli.precision_options)
     except GMGError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
