@@ -47,15 +47,17 @@ def _grid_affine(hm: int, wm: int, dtype: torch.dtype, device: torch.device) -> 
     ``align_corners=False`` normalises ``x_n = (2x + 1)/wm - 1``. Returns ``scale (1,18,1,1)`` and
     ``bias (1,18,hm,wm)`` (float64 for exactness, cast to ``dtype``).
     """
-    a = torch.arange(3, dtype=torch.float64).repeat_interleave(3)  # row tap offset + 1, k = 3a+b
-    b = torch.arange(3, dtype=torch.float64).repeat(3)
-    i = torch.arange(hm, dtype=torch.float64).view(1, hm, 1)
-    j = torch.arange(wm, dtype=torch.float64).view(1, 1, wm)
+    a = torch.arange(3, dtype=torch.float64, device=device).repeat_interleave(3)  # row tap offset + 1, k = 3a+b
+    b = torch.arange(3, dtype=torch.float64, device=device).repeat(3)
+    i = torch.arange(hm, dtype=torch.float64, device=device).view(1, hm, 1)
+    j = torch.arange(wm, dtype=torch.float64, device=device).view(1, 1, wm)
     x = (j + b.view(K, 1, 1) - 1).expand(K, hm, wm)
     y = (i + a.view(K, 1, 1) - 1).expand(K, hm, wm)
     bias = torch.cat([(2 * x + 1) / wm - 1, (2 * y + 1) / hm - 1]).unsqueeze(0)
-    scale = torch.cat([torch.full((K,), 2.0 / wm, dtype=torch.float64), torch.full((K,), 2.0 / hm, dtype=torch.float64)])
-    return scale.view(1, 2 * K, 1, 1).to(dtype=dtype, device=device), bias.to(dtype=dtype, device=device)
+    f64 = dict(dtype=torch.float64, device=device)
+    scale = torch.cat([torch.full((K,), 2.0 / wm, **f64), torch.full((K,), 2.0 / hm, **f64)])
+    # built on ``device``: no host->device copy per step (and capturable in a CUDA graph)
+    return scale.view(1, 2 * K, 1, 1).to(dtype=dtype), bias.to(dtype=dtype)
 
 
 def sample_gridsample(f: torch.Tensor, off: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,8 @@ class Forecaster:
 
     def __init__(self, engine: StepBackend) -> None:
         self.engine = engine
+        #: Check inputs for NaN/inf (on a CUDA tensor this reads one flag back from the device per call).
+        self.check_finite = True
         self._cur = 0
         self._observed = False
 
@@ -154,7 +156,7 @@ class Forecaster:
         NumPy float32 by default; ``return_device=True`` gives a torch tensor on the runtime's device.
         On an invalid input (:class:`InputError`) or a failed step the state is left as it was.
         """
-        ndim = check_frames(frame, self.batch_size, self.frame_shape)
+        ndim = check_frames(frame, self.batch_size, self.frame_shape, finite=self.check_finite)
         x = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
         seq = x if ndim == 5 else x[:, None]
         eng = self.engine

@@ -12,7 +12,8 @@ _NP_FLOATS = (np.float16, np.float32, np.float64)
 _TORCH_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_frames(x: Any, batch_size: int, frame_shape: Sequence[int], what: str = "frame") -> int:
+def check_frames(x: Any, batch_size: int, frame_shape: Sequence[int], what: str = "frame", *,
+                 finite: bool = True) -> int:
     """Validate ``x`` as ``(B,C,H,W)`` or ``(B,T,C,H,W)`` floats, all finite; returns its ``ndim``."""
     C, H, W = frame_shape
     want = f"(B,C,H,W) or (B,T,C,H,W) with B={batch_size}, (C,H,W)=({C},{H},{W})"
@@ -31,8 +32,10 @@ def check_frames(x: Any, batch_size: int, frame_shape: Sequence[int], what: str 
         raise InputError(f"{what} has no time steps (shape {shape})")
     if not dtype_ok:
         raise InputError(f"{what} has dtype {dtype}; give floating-point frames (float32, float16 or float64)")
-    finite = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else bool(np.isfinite(x).all())
     if not finite:
+        return x.ndim
+    ok = bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else bool(np.isfinite(x).all())
+    if not ok:
         bad = _first_bad(x)
         raise InputError(f"{what} holds NaN or infinite values (first at index {bad}); clean the input")
     return x.ndim
