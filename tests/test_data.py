@@ -56,4 +56,4 @@ def test_multiple_objects_and_bad_args():
     with pytest.raises(InputError, match="too small"):
         moving_digits(1, seed=0, spec=MovingDigitsSpec(height=10, width=10))
     with pytest.raises(InputError, match="split"):
-        split_data("val", 2)
+        split_data("bogus", 2)
