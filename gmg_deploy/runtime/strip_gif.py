@@ -3,7 +3,8 @@
 GIF frame ``t`` (``pre + aft`` frames in all) shows three rows stacked top to bottom: the observed frame
 ``t`` (held at the last observed frame once ``t >= pre``), the ground truth, and the prediction (both
 blank while ``t < pre``). Without ground truth the middle row is left out. Values are clipped to [0,1];
-frames smaller than 128 px are enlarged by an integer factor (nearest neighbour).
+frames smaller than 128 px are enlarged by an integer factor (nearest neighbour). Note: Pillow merges
+consecutive identical GIF frames, so a sequence that does not change between steps yields fewer frames.
 """
 from __future__ import annotations
 
