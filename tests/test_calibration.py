@@ -60,8 +60,14 @@ def test_qdq_structure(calibrated, name):
     for n in qdq:  # symmetric: every zero point is int8 0
         zp = numpy_helper.to_array(inits[n.input[2]])
         assert zp.dtype == np.int8 and not zp.any()
+    float_nodes = set(doc["keep_float"])
+    # default policy: the three motion-GRU convs (they read the offset state) and the output head stay float
+    assert len(float_nodes) == 4
+    assert sum("/motion_list.0/" in k for k in float_nodes) == 3 and "/conv_last/Conv" in float_nodes
     for n in g.node:
-        if n.op_type in ("Conv", "ConvTranspose"):
+        if n.name in float_nodes:
+            assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in n.input), n.name
+        elif n.op_type in ("Conv", "ConvTranspose"):
             a, w = producer[n.input[0]], producer[n.input[1]]
             assert a.op_type == "DequantizeLinear" and w.op_type == "DequantizeLinear"
             axis = {x.name: x.i for x in w.attribute}.get("axis")
@@ -75,9 +81,10 @@ def test_qdq_structure(calibrated, name):
             assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in n.input), n.name
     meta = metadata_from_proto(q)
     assert meta["precision"] == "int8" and meta["calibration"]["fingerprint"] == doc["fingerprint"]
+    assert meta["calibration"]["float_nodes"] == sorted(float_nodes)
     assert meta["calibration"]["weights_quantized"] == sum(
         1 for n in p.graph.node if n.op_type in ("Conv", "ConvTranspose")
-    ) + sum(1 for n in p.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in
+    ) - len(float_nodes) + sum(1 for n in p.graph.node if n.op_type in ("Gemm", "MatMul") and n.input[1] in
             {t.name for t in p.graph.initializer})
 
 
@@ -147,3 +154,26 @@ def test_calibrate_and_compare_cli(tmp_path, motionrnn_ckpt):
     assert r.exit_code == 2 and "exactly one of --ckpt or --onnx" in r.output
     r = CliRunner().invoke(calibrate, ["--ckpt", str(motionrnn_ckpt), "--data", str(data), "-o", str(ranges)])
     assert r.exit_code == 2 and "already exists" in r.output
+
+
+def test_keep_float_policy_none_and_named(tmp_path, motionrnn_ckpt):
+    from gmg_deploy.cli.calibrate_cmd import main as calibrate
+
+    p = fp32_step("motionrnn_tiny")
+    data = sequences(3, 1)
+    none = collect_ranges(p, data, keep_float="none")
+    assert none["keep_float"] == []
+    q = quantize_graph(p, none)
+    convs = sum(1 for n in p.graph.node if n.op_type in ("Conv", "ConvTranspose"))
+    assert metadata_from_proto(q)["calibration"]["weights_quantized"] == convs  # every conv quantized
+    named = collect_ranges(p, data, keep_float=["/conv_last/Conv"])
+    q = quantize_graph(p, named)
+    assert metadata_from_proto(q)["calibration"]["float_nodes"] == ["/conv_last/Conv"]
+    np.save(tmp_path / "d.npy", data)
+    r = CliRunner().invoke(calibrate, ["--ckpt", str(motionrnn_ckpt), "--data", str(tmp_path / "d.npy"),
+                                       "-o", str(tmp_path / "r.json"), "--keep-float", "/no/such/Conv"])
+    assert r.exit_code == 2 and "'/no/such/Conv', which is not a node of the step graph" in r.output
+    assert not (tmp_path / "r.json").exists()
+    bad = dict(named, keep_float=["/gone/Conv"])
+    with pytest.raises(CalibrationError, match="keep_float names nodes not in this graph"):
+        quantize_graph(p, bad)

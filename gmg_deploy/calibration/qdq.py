@@ -10,7 +10,7 @@ in ONNX Runtime CPU (DQ then float op) and in TensorRT (fused int8 kernels).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -48,12 +48,14 @@ def quantize_graph(
     ranges: dict[str, Any],
     *,
     skip_softmax_operands: bool = True,
+    keep_float: Iterable[str] = (),
     where: str = "ranges file",
 ) -> Any:
     """Return an INT8 Q/DQ copy of the FP32 graph ``model`` using calibrated ``ranges`` (a ranges document).
 
     ``skip_softmax_operands`` leaves attention-probability inputs of MatMul (a Softmax output: values in
-    [0, 1], mostly far below one int8 step) in float.
+    [0, 1], mostly far below one int8 step) in float. ``keep_float`` names nodes (e.g. from the ranges
+    file's sensitivity analysis) that stay entirely float: no Q/DQ on their activation or weight.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -107,16 +109,19 @@ def quantize_graph(
             n_w += 1
         return w_dq[key]
 
+    keep = set(keep_float) | set(ranges.get("keep_float", ()))
+    unknown = keep - {n.name for n in g.node}
+    if unknown:
+        raise CalibrationError(f"{where}: keep_float names nodes not in this graph: {sorted(unknown)[:3]}")
     rewritten = []
     for n in g.node:
-        if n.op_type in QUANT_OPS:
+        if n.op_type in QUANT_OPS and n.name not in keep:
             idxs = [0] if n.op_type in ("Conv", "ConvTranspose") else [0, 1]
             for k in idxs:
                 t = n.input[k]
                 if t not in acts:
                     continue
-                p = producer.get(t)
-                if skip_softmax_operands and p is not None and p.op_type == "Softmax":
+                if skip_softmax_operands and _comes_from_softmax(t, producer):
                     skipped.append(t)
                     continue
                 n.input[k] = act_pair(t)
@@ -131,9 +136,9 @@ def quantize_graph(
     g.node.extend(_topo_merge(rewritten, new_nodes))
     g.initializer.extend(new_inits)
     used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used or t.name in {o.name for o in g.output}]
+    kept = [t for t in g.initializer if t.name in used or t.name in {o.name for o in g.output}]
     del g.initializer[:]
-    g.initializer.extend(keep)
+    g.initializer.extend(kept)
     meta = dict(meta)
     meta["precision"] = "int8"
     meta["calibration"] = {
@@ -143,10 +148,23 @@ def quantize_graph(
         "activations_quantized": n_act,
         "weights_quantized": n_w,
         "float_softmax_operands": len(skipped),
+        "float_nodes": sorted(keep),
     }
     attach_metadata(m, meta)
     onnx.checker.check_model(m)
     return m
+
+
+#: Ops that only move data: a Softmax output passed through them is still attention probabilities.
+_LAYOUT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+
+
+def _comes_from_softmax(tensor: str, producer: dict[str, Any]) -> bool:
+    """Whether ``tensor`` is a Softmax output, possibly through layout-only ops."""
+    p = producer.get(tensor)
+    while p is not None and p.op_type in _LAYOUT_OPS:
+        p = producer.get(p.input[0])
+    return p is not None and p.op_type == "Softmax"
 
 
 def _topo_merge(graph_nodes: list[Any], qdq_nodes: list[Any]) -> list[Any]:

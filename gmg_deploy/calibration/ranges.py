@@ -12,7 +12,14 @@ histogram). Histograms need the first pass's ``amax``, so ``percentile``/``entro
 Ranges file (JSON, ``format: gmg-deploy-ranges``, ``version: 1``): ``method``, ``fingerprint`` (hash of
 the model configuration, graph kind, warp, batch mode and weights), ``metadata`` (the graph's), counts,
 and ``tensors``: name -> ``{"amax", "min", "max", "kind": "activation"|"state"|"input"}``, with
-``per_step_amax`` for state inputs.
+``per_step_amax`` for state inputs; ``keep_float``: nodes the Q/DQ pass leaves in float (editable).
+
+Nodes kept in float by default (:func:`default_keep_float`), both tiny in FLOPs, found by a per-node
+sensitivity sweep on the demo model (quantizing only that node): the motion GRU's ``update``/``reset``/
+``output`` convolutions, whose input concatenates motion features with the offset state (offsets of
+several pixels share one per-tensor scale with small features, and their output drives the warp's sampling
+coordinates), and the output head (the Conv whose result becomes ``next_frame``, fed back
+autoregressively).
 """
 from __future__ import annotations
 
@@ -69,6 +76,39 @@ def quantizable_inputs(model: Any) -> list[str]:
             if t and t not in inits and t not in consts and t not in out:
                 out.append(t)
     return out
+
+
+_LAYOUT = ("Reshape", "Transpose", "DepthToSpace", "Identity", "Cast", "Squeeze", "Unsqueeze")
+
+
+def default_keep_float(model: Any) -> list[str]:
+    """Names of the quantizable nodes that stay float by default (see the module docstring)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def reads_offset_state(tensor: str, depth: int = 3) -> bool:
+        if tensor.startswith(STATE_IN + "offset."):
+            return True
+        p = producer.get(tensor)
+        if depth == 0 or p is None or p.op_type not in ("Concat", "Mul"):
+            return False
+        return any(reads_offset_state(i, depth - 1) for i in p.input)
+
+    def feeds_frame_output(tensor: str) -> bool:
+        if tensor == "next_frame" and tensor in outputs:
+            return True
+        return any(c.op_type in _LAYOUT and feeds_frame_output(c.output[0]) for c in consumers.get(tensor, []))
+
+    keep = []
+    for n in g.node:
+        if n.op_type in QUANT_OPS and (reads_offset_state(n.input[0]) or feeds_frame_output(n.output[0])):
+            keep.append(n.name)
+    return keep
 
 
 def _instrument(model: Any, names: list[str]) -> Any:
@@ -149,10 +189,12 @@ def collect_ranges(
     *,
     method: str = "minmax",
     batch_size: int = 8,
+    keep_float: str | list[str] = "default",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Calibrate the FP32 step graph ``model`` (ModelProto) on ``frames`` ``(N, T>=pre, C, H, W)``.
 
+    ``keep_float``: ``"default"`` (:func:`default_keep_float`), ``"none"``, or a list of node names.
     Returns the ranges document (see the module docstring); write it with :func:`save_ranges`.
     """
     if method not in METHODS:
@@ -207,6 +249,8 @@ def collect_ranges(
         "sequences": int(frames.shape[0]),
         "steps_per_sequence": int(cfg["pre_seq_length"]) + int(cfg["aft_seq_length"]) - 1,
         "tensors": tensors,
+        "keep_float": (default_keep_float(model) if keep_float == "default"
+                       else [] if keep_float == "none" else list(keep_float)),
     }
 
 

@@ -54,10 +54,13 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per ORT call.")
 @click.option("--batch-mode", type=click.Choice(["invariant", "reference"]), default="invariant", show_default=True,
               help="With --ckpt: the growth-decay mode to export (must match gmg-export's).")
+@click.option("--keep-float", default="default", show_default=True,
+              help="Quantizable nodes to leave in float: 'default' (motion-offset GRU convs and the output head), "
+                   "'none', or comma-separated node names. Stored in the ranges file.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @one_line_errors
-def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, force, as_json):
+def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, keep_float, force, as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
     from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
     from gmg_deploy.export.ort_rollout import load_frames_npy
@@ -72,7 +75,13 @@ def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch
         frames = frames[:max_sequences]
     proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode)
     say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    doc = collect_ranges(proto, np.asarray(frames), method=method, batch_size=batch_size, progress=say)
+    keep = keep_float if keep_float in ("default", "none") else [k.strip() for k in keep_float.split(",") if k.strip()]
+    if isinstance(keep, list):
+        unknown = sorted(set(keep) - {n.name for n in proto.graph.node})
+        if unknown:
+            raise InputError(f"--keep-float names {unknown[0]!r}, which is not a node of the step graph")
+    doc = collect_ranges(proto, np.asarray(frames), method=method, batch_size=batch_size, keep_float=keep,
+                         progress=say)
     save_ranges(doc, out)
     states = {k: v for k, v in doc["tensors"].items() if v["kind"] == "state"}
     summary = {
@@ -83,12 +92,14 @@ def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch
         "tensors": len(doc["tensors"]),
         "state_tensors": len(states),
         "fingerprint": doc["fingerprint"],
+        "keep_float": doc["keep_float"],
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(f"wrote {out}: {summary['tensors']} tensors ({summary['state_tensors']} state inputs) over "
-                   f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {method}")
+                   f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {method}; "
+                   f"{len(doc['keep_float'])} node(s) kept float")
 
 
 if __name__ == "__main__":  # pragma: no cover
