@@ -52,8 +52,17 @@ def _err(r) -> str:
     return lines[-1]
 
 
-def test_cli_without_ckpt(tmp_path):
-    assert "no --ckpt given" in _err(_run("-o", tmp_path / "x.onnx"))
+def test_cli_without_ckpt_exports_the_demo_model(tmp_path):
+    from gmg_deploy.data.demo import demo_checkpoint_path
+    from gmg_deploy.export import read_metadata
+    from gmg_deploy.model import load_checkpoint
+
+    r = _run("-o", tmp_path / "demo.onnx")
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(tmp_path / "demo.onnx")
+    assert meta["config"] == load_checkpoint(demo_checkpoint_path()).config.to_dict()
+    assert "shipped demo model" in r.stderr
+    assert "give it with --ckpt" in _err(_run("-o", tmp_path / "x.onnx", "--pre", "4"))
 
 
 def test_cli_unreadable_checkpoint(tmp_path):

@@ -39,7 +39,8 @@ def _human(n: int) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
-              help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file).")
+              help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file). "
+                   "Default: the demo model shipped with gmg-deploy.")
 @click.option("--config-file", type=click.Path(dir_okay=False), default=None,
               help="OpenSTL config (configs/<data>/GMG.py) for a bare state dict; parsed, never executed.")
 @click.option("--in-shape", default=None, help="T,C,H,W of one sequence (overrides the checkpoint).")
@@ -78,8 +79,8 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
          trust_checkpoint, as_json, force) -> None:
     from gmg_deploy.io import check_output_path
 
-    if ckpt is None:
-        raise InputError("no --ckpt given; pass --ckpt PATH (an OpenSTL .ckpt, or a .pth with --config-file)")
+    if ckpt is None and (config_file or in_shape or pre or aft or arch):
+        raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH")
     if batch is not None and dynamic_batch:
         raise InputError("--batch and --dynamic-batch exclude each other; give one")
     if batch is not None and batch < 1:
@@ -90,6 +91,11 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
     from gmg_deploy.model.checkpoint import load_checkpoint
 
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if ckpt is None:
+        from gmg_deploy.data.demo import demo_checkpoint_path
+
+        ckpt = demo_checkpoint_path()
+        say(f"no --ckpt: exporting the shipped demo model ({ckpt.name}, GMG on synthetic moving digits)")
     say(f"loading {ckpt}...")
     model = load_checkpoint(ckpt, config_file=config_file, in_shape=shape, pre_seq_length=pre, aft_seq_length=aft,
                             arch=arch, warp=warp, trust_checkpoint=trust_checkpoint)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.data.quality import mse_per_step, ssim_per_step
+from gmg_deploy.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.ort_rollout import check_frames, graph_metadata, make_session, rollout
 

@@ -1,0 +1,230 @@
+"""``gmg-demo``: the whole chain on the shipped demo model, on this machine, with no download.
+
+Exports the embedded GMG (trained on synthetic moving digits) to a step and a sequence ONNX graph, plus an
+FP16 and an INT8 step graph (INT8 calibrated on training-split rollouts); streams held-out sequences through
+the ONNX Runtime step graph with :class:`~gmg_deploy.runtime.Forecaster`; checks the sequence graph and the
+reduced-precision graphs against it; and writes predictions, a metrics table (model vs copy-last baseline)
+and an input | truth | prediction GIF.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+from gmg_deploy.errors import GMGError
+
+SSIM_LIMITS = {"fp16": 0.002, "int8": 0.01}
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def copy_last(observed: np.ndarray, steps: int) -> np.ndarray:
+    """The copy-last-frame forecast ``(N, steps, C, H, W)``."""
+    return np.repeat(observed[:, -1:], steps, axis=1)
+
+
+def run_demo(
+    out_dir: Path,
+    *,
+    sequences: int = 16,
+    precision: bool = True,
+    calib_sequences: int = 32,
+    ckpt: Path | None = None,
+    threads: int | None = None,
+    say: Callable[[str], None] = _say,
+) -> dict[str, Any]:
+    """Run the demo into ``out_dir``; returns the summary (also written as ``summary.json``)."""
+    import onnxruntime as ort
+
+    from gmg_deploy import load_checkpoint
+    from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset
+    from gmg_deploy.export import export_model, read_metadata
+    from gmg_deploy.export.ort_rollout import make_session, rollout
+    from gmg_deploy.io import atomic_write_text
+    from gmg_deploy.metrics import per_step_report
+    from gmg_deploy.runtime import Forecaster
+    from gmg_deploy.runtime.strip_gif import write_strip_gif
+
+    from gmg_deploy.io import OutputError, atomic_write_with
+
+    t_start = time.perf_counter()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}; pick another --out") from None
+    ckpt = Path(ckpt) if ckpt is not None else demo_checkpoint_path()
+    model = load_checkpoint(ckpt)
+    cfg = model.config
+    pre, aft = cfg.pre_seq_length, cfg.aft_seq_length
+    say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {pre} -> {aft} frames, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
+
+    files: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    step_path, seq_path = out_dir / "demo_step.onnx", out_dir / "demo_sequence.onnx"
+    res = export_model(model, step_path, graph="step", force=True)
+    timings["export_step_s"] = res.seconds
+    res_seq = export_model(model, seq_path, graph="sequence", force=True)
+    timings["export_sequence_s"] = res_seq.seconds
+    files.update(step_onnx=str(step_path), sequence_onnx=str(seq_path))
+    say(f"[2/5] exported step graph ({res.node_count} nodes, {res.seconds:.1f} s) and {pre + aft - 1}-step "
+        f"sequence graph ({res_seq.node_count} nodes, {res_seq.seconds:.1f} s)")
+
+    data = demo_dataset("test", n=sequences)
+    observed, truth = data[:, :pre], data[:, pre : pre + aft]
+    t0 = time.perf_counter()
+    kwargs = {} if threads is None else {"threads": threads}
+    with Forecaster.open(step_path, backend="onnxruntime", batch_size=sequences, **kwargs) as fc:
+        fc.observe(observed)
+        preds = np.asarray(fc.forecast(aft), dtype=np.float32)
+    timings["stream_s"] = time.perf_counter() - t0
+    seq_preds = rollout(make_session(seq_path, threads or 2), read_metadata(seq_path), data)
+    seq_diff = float(np.abs(seq_preds - preds).max())
+    say(f"[3/5] streamed {sequences} held-out sequences through the step graph (ONNX Runtime "
+        f"{ort.__version__}, {timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
+
+    model_q = per_step_report(preds, truth)
+    base_q = per_step_report(copy_last(observed, aft), truth)
+    summary: dict[str, Any] = {
+        "checkpoint": str(ckpt),
+        "config": cfg.to_dict(),
+        "sequences": sequences,
+        "model": model_q,
+        "copy_last": base_q,
+        "mse_ratio_vs_copy_last": model_q["mse"] / base_q["mse"],
+        "sequence_vs_stream_max_abs": seq_diff,
+        "precision": {},
+        "timings": timings,
+        "files": files,
+    }
+
+    if precision:
+        summary["precision"] = _precision_checks(model, step_path, out_dir, data, preds, truth,
+                                                 calib_sequences, files, say)
+
+    def save_preds(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, preds)
+
+    atomic_write_with(out_dir / "preds.npy", save_preds)
+    files["preds"] = str(out_dir / "preds.npy")
+    gif = out_dir / "demo.gif"
+    n_frames, size = write_strip_gif(gif, observed[0], preds[0], truth[0])
+    files["gif"] = str(gif)
+    table = metrics_table(summary)
+    atomic_write_text(out_dir / "metrics.md", table + "\n")
+    files["metrics"] = str(out_dir / "metrics.md")
+    timings["total_s"] = time.perf_counter() - t_start
+    files["summary"] = str(out_dir / "summary.json")
+    atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    say(f"[5/5] wrote predictions, metrics, GIF ({n_frames} frames, {size[0]}x{size[1]} px)")
+    return summary
+
+
+def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_sequences, files, say):
+    """FP16 and INT8 step graphs of the demo model, compared per step with the FP32 stream."""
+    import onnx
+
+    from gmg_deploy.calibration.qdq import quantize_graph
+    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.data.demo import demo_dataset
+    from gmg_deploy.export.accuracy import compare_predictions
+    from gmg_deploy.export.ort_rollout import make_session, rollout
+    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.export.precision_fp16 import convert_to_fp16, emulate_fp16
+    from gmg_deploy.io import atomic_write_bytes
+
+    fp32 = onnx.load(str(step_path))
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    fp16 = convert_to_fp16(fp32)
+    atomic_write_bytes(out_dir / "demo_step_fp16.onnx", fp16.SerializeToString())
+    files["step_fp16_onnx"] = str(out_dir / "demo_step_fp16.onnx")
+    calib = demo_dataset("train", n=calib_sequences)
+    ranges = collect_ranges(fp32, calib)
+    save_ranges(ranges, out_dir / "demo_int8_ranges.json")
+    int8 = quantize_graph(fp32, ranges)
+    atomic_write_bytes(out_dir / "demo_step_int8.onnx", int8.SerializeToString())
+    files.update(step_int8_onnx=str(out_dir / "demo_step_int8.onnx"),
+                 int8_ranges=str(out_dir / "demo_int8_ranges.json"))
+    for name, proto in (("fp16", emulate_fp16(fp16)), ("int8", int8)):
+        cand = rollout(make_session(proto, 2), metadata_from_proto(proto), data)
+        cmp = compare_predictions(preds, cand, truth)
+        worst = float(max(cmp["ssim_drop"]))
+        out[name] = {**cmp, "worst_ssim_drop": worst, "limit": SSIM_LIMITS[name],
+                     "passed": worst <= SSIM_LIMITS[name]}
+    say(f"[4/5] precision: FP16 worst per-step SSIM drop {out['fp16']['worst_ssim_drop']:.1e} "
+        f"(limit {SSIM_LIMITS['fp16']}), INT8 {out['int8']['worst_ssim_drop']:.1e} "
+        f"(limit {SSIM_LIMITS['int8']}; calibrated on {len(calib)} training rollouts), "
+        f"{time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def metrics_table(summary: dict[str, Any]) -> str:
+    """Markdown: overall model vs copy-last, then the per-step curve."""
+    m, b = summary["model"], summary["copy_last"]
+    lines = [
+        f"Held-out synthetic sequences: {summary['sequences']}; forecast {len(m['mse_per_step'])} frames "
+        "(OpenSTL metrics: MSE/MAE summed over pixels, SSIM per frame)",
+        "",
+        "| forecast | MSE | MAE | SSIM | PSNR |",
+        "|---|---|---|---|---|",
+        f"| GMG demo model (ONNX Runtime, streaming) | {m['mse']:.2f} | {m['mae']:.2f} | {m['ssim']:.4f} | {m['psnr']:.2f} |",
+        f"| copy last observed frame | {b['mse']:.2f} | {b['mae']:.2f} | {b['ssim']:.4f} | {b['psnr']:.2f} |",
+        f"| ratio model / copy-last | {m['mse'] / b['mse']:.3f} | {m['mae'] / b['mae']:.3f} | | |",
+        "",
+        "| step | MSE model | MSE copy-last | SSIM model | SSIM copy-last |",
+        "|---|---|---|---|---|",
+    ]
+    for k in range(len(m["mse_per_step"])):
+        lines.append(f"| {k + 1} | {m['mse_per_step'][k]:.2f} | {b['mse_per_step'][k]:.2f} | "
+                     f"{m['ssim_per_step'][k]:.4f} | {b['ssim_per_step'][k]:.4f} |")
+    prec = summary.get("precision") or {}
+    if prec:
+        lines += ["", "| graph | worst per-step SSIM drop vs FP32 | limit | max abs error vs FP32 |", "|---|---|---|---|"]
+        for name, r in prec.items():
+            lines.append(f"| {name.upper()} step graph | {r['worst_ssim_drop']:.2e} | {r['limit']} | "
+                         f"{max(r['max_abs']):.2e} |")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="gmg-demo-out", show_default=True,
+              help="Folder for the ONNX graphs, predictions, metrics and GIF (created if missing).")
+@click.option("--sequences", type=click.IntRange(1, 512), default=16, show_default=True,
+              help="Held-out synthetic sequences to forecast.")
+@click.option("--no-precision", is_flag=True, help="Skip the FP16/INT8 graphs and their accuracy check.")
+@click.option("--calib-sequences", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Training-split sequences the INT8 calibration rolls out.")
+@click.option("--ckpt", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Another checkpoint of the demo's configuration (development).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def main(out_dir: str, sequences: int, no_precision: bool, calib_sequences: int, ckpt: str | None,
+         as_json: bool) -> None:
+    """Run the toolkit end to end on the embedded demo model (no download, CPU is enough)."""
+    try:
+        summary = run_demo(Path(out_dir), sequences=sequences, precision=not no_precision,
+                           calib_sequences=calib_sequences, ckpt=Path(ckpt) if ckpt else None)
+    except GMGError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(metrics_table(summary))
+    click.echo("")
+    for k, v in summary["files"].items():
+        click.echo(f"{k:>16}: {v}")
+    click.echo(f"done in {summary['timings']['total_s']:.1f} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
