@@ -45,7 +45,7 @@ def environment_report() -> dict[str, Any]:
     }
     notes = []
     if versions["tensorrt"] is None:
-        notes.append('TensorRT missing: pip install "gmg-deploy[trt]" (NVIDIA index https://pypi.nvidia.com) on a CUDA machine')
+        notes.append("TensorRT missing: pip install 'gmg-deploy[trt]' from NVIDIA's package index on a CUDA machine")
     elif not gpu:
         notes.append("TensorRT is installed but no CUDA device is visible")
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,

@@ -12,7 +12,7 @@ from typing import Any
 from gmg_deploy.engine.profile import BatchRange, BuildError
 
 INSTALL_HINT = ('TensorRT is not installed; install it with pip install "gmg-deploy[trt]" '
-                "(NVIDIA wheels: pip install --extra-index-url https://pypi.nvidia.com tensorrt) on a machine with a CUDA GPU")
+                "(TensorRT wheels come from NVIDIA's own package index: see NVIDIA's TensorRT install guide) on a machine with a CUDA GPU")
 
 
 def import_tensorrt() -> Any:
