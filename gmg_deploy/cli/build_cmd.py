@@ -16,9 +16,13 @@ from gmg_deploy.cli.precision_common import one_line_errors
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Engine file (.plan) to write.")
-@click.option("--min-batch", type=int, default=None)
-@click.option("--opt-batch", type=int, default=None)
-@click.option("--max-batch", type=int, default=None)
+@click.option("--min-batch", type=int, default=None,
+              help="Optimization profile: smallest batch (dynamic-batch graphs; default 1).")
+@click.option("--opt-batch", type=int, default=None,
+              help="Batch TensorRT tunes kernels for (default: --min-batch).")
+@click.option("--max-batch", type=int, default=None,
+              help="Largest batch (dynamic-batch graphs; default max(min, 8)). For a fixed-batch graph every "
+                   "given value must equal its batch.")
 @click.option("--workspace", "workspace_mib", type=int, default=None, help="Workspace memory pool limit in MiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file (read and updated).")
 @click.option("--force", is_flag=True, help="Overwrite the engine.")
