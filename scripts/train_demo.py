@@ -2,16 +2,19 @@
 
 Data: synthetic moving digits (``gmg_deploy.data.moving_shapes``), a fresh batch per step drawn from
 ``train_seed + step`` (never the test seed). Each step runs the model over 19 recurrent steps with the
-OpenSTL target (every generated frame against the next true frame) and loss MSE + ``--l1-weight`` * L1. Observed frames are always fed
+OpenSTL target (every generated frame against the next true frame) and loss MSE + ``--l1-weight`` * L1
+(per-pixel means; the L1 term keeps the background exactly black). Observed frames are always fed
 (teacher forcing); for the forecast frames the ground truth is fed with probability ``eta`` per sample and
 step, ``eta`` falling linearly from 1 to 0 over ``--ss-fraction`` of the steps, after which training is pure
 autoregressive (the model feeds its own predictions, as at test time).
 
 Writes into ``--out-dir``: ``last.ckpt`` / ``best.ckpt`` (float32 OpenSTL Lightning checkpoints, best by
 held-out validation MSE), ``train_state.pt`` (to ``--resume``), ``train_record.json``, ``train.log`` lines on
-stdout. Example::
+stdout. Single-threaded CPU runs are deterministic from ``--seed`` (``--time-budget-min`` may stop early;
+the record says where). The shipped demo was trained with::
 
-    python scripts/train_demo.py --steps 2500 --out-dir runs/demo
+    python scripts/train_demo.py --steps 1300 --eval-every 100 --ss-fraction 0.45 --time-budget-min 58 \
+        --out-dir runs/demo
 """
 from __future__ import annotations
 
@@ -189,7 +192,6 @@ def main(argv: list[str] | None = None) -> int:
             v = validate(model, val)
             record["val_curve"].append([done, v, eta])
             best = record["best_val_mse"]
-            # only pure-autoregressive phases compete for "best" once they exist
             if best is None or v < best:
                 record["best_val_mse"], record["best_step"] = v, done
                 save(done, "best")
