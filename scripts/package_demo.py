@@ -47,6 +47,12 @@ def _smoothed(curve: list, window: int = 20) -> list:
     return out
 
 
+def _train_command(a: dict) -> str:
+    keys = ("resume", "steps", "eval_every", "ss_fraction", "time_budget_min", "out_dir")
+    parts = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in a.items() if k in keys and v]
+    return "python scripts/train_demo.py " + " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="src", type=Path, required=True)
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_copy_last_mse": record["val_copy_last_mse"],
         "best_val_mse": record["best_val_mse"],
         "best_step": record["best_step"],
+        "resumed": record.get("resumed", []),
         "loss": "MSE + l1_weight * L1 (per-pixel means), all 19 generated frames",
     }
     dataset = {**DEMO_SPEC.to_dict(), "train_seed_base": record["dataset"]["train_seed_base"],
@@ -107,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                      "val_curve": record["val_curve"]},
         "quality": res,
         "commands": {
-            "train": "python scripts/train_demo.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in record["args"].items()
-                if k in ("steps", "eval_every", "ss_fraction", "time_budget_min", "out_dir")),
+            "train": [_train_command(record["args"])]
+            + [_train_command(r["args"]) + f"  # from step {r['at_step']}" for r in record.get("resumed", [])],
             "package": f"python scripts/package_demo.py --from {args.src} --record {args.record}",
             "evaluate": "python scripts/eval_demo.py",
         },

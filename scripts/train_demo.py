@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         gen.set_state(st["gen"])
         record = st["record"]
         start_step, prior_wall = record["steps_done"], record["wall_time_s"]
+        resumed = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        record.setdefault("resumed", []).append({"at_step": start_step, "args": resumed})
         print(f"resumed at step {start_step}", flush=True)
 
     def lr_at(step: int) -> float:

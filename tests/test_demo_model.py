@@ -45,8 +45,12 @@ def test_beats_copy_last_on_held_out(demo_model):
     base = copy_last_baseline(frames[:, :10], 10)
     mse_m, mse_b = mse_per_step(pred, true).mean(), mse_per_step(base, true).mean()
     ssim_m, ssim_b = ssim_per_step(pred, true).mean(), ssim_per_step(base, true).mean()
-    assert mse_m < 0.8 * mse_b, (mse_m, mse_b)
+    assert mse_m < 0.6 * mse_b, (mse_m, mse_b)
     assert ssim_m > ssim_b, (ssim_m, ssim_b)
+    # on sparse frames an all-black forecast already beats copy-last; the model must beat it too
+    blank = np.zeros_like(true)
+    assert mse_m < 0.7 * mse_per_step(blank, true).mean()
+    assert ssim_m > ssim_per_step(blank, true).mean()
 
 
 def test_demo_dataset_splits():
