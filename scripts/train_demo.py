@@ -11,10 +11,13 @@ autoregressive (the model feeds its own predictions, as at test time).
 Writes into ``--out-dir``: ``last.ckpt`` / ``best.ckpt`` (float32 OpenSTL Lightning checkpoints, best by
 held-out validation MSE), ``train_state.pt`` (to ``--resume``), ``train_record.json``, ``train.log`` lines on
 stdout. Single-threaded CPU runs are deterministic from ``--seed`` (``--time-budget-min`` may stop early;
-the record says where). The shipped demo was trained with::
+the record says where). The shipped demo was trained in three parts (each ``--resume`` lengthens the cosine
+schedule; ``--ss-fraction`` keeps the scheduled-sampling end at step 585)::
 
     python scripts/train_demo.py --steps 1300 --eval-every 100 --ss-fraction 0.45 --time-budget-min 58 \
-        --out-dir runs/demo
+        --out-dir runs/demo                                   # stopped after the step-700 save
+    python scripts/train_demo.py --resume --steps 1800 --ss-fraction 0.325 --time-budget-min 38 --out-dir runs/demo
+    python scripts/train_demo.py --resume --steps 2400 --ss-fraction 0.244 --time-budget-min 14 --out-dir runs/demo
 """
 from __future__ import annotations
 
