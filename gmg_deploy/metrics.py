@@ -93,6 +93,14 @@ def all_metrics(pred: np.ndarray, true: np.ndarray, csi_thresholds: Sequence[flo
     return out
 
 
+def copy_last_baseline(observed: np.ndarray, steps: int) -> np.ndarray:
+    """The copy-last-frame forecast: the last observed frame of ``(N, T, C, H, W)`` repeated ``steps`` times."""
+    observed = np.asarray(observed)
+    if observed.ndim != 5 or observed.shape[1] < 1:
+        raise InputError(f"observed frames {observed.shape} must be (N, T>=1, C, H, W)")
+    return np.repeat(observed[:, -1:], steps, axis=1)
+
+
 def per_step_report(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
     """Overall and per-step MSE, MAE, SSIM, PSNR as plain floats/lists (JSON-ready)."""
     out: dict[str, Any] = {}

@@ -26,11 +26,6 @@ def _say(msg: str) -> None:
     click.echo(msg, err=True)
 
 
-def copy_last(observed: np.ndarray, steps: int) -> np.ndarray:
-    """The copy-last-frame forecast ``(N, steps, C, H, W)``."""
-    return np.repeat(observed[:, -1:], steps, axis=1)
-
-
 def run_demo(
     out_dir: Path,
     *,
@@ -49,7 +44,7 @@ def run_demo(
     from gmg_deploy.export import export_model, read_metadata
     from gmg_deploy.export.ort_rollout import make_session, rollout
     from gmg_deploy.io import atomic_write_text
-    from gmg_deploy.metrics import per_step_report
+    from gmg_deploy.metrics import copy_last_baseline, per_step_report
     from gmg_deploy.runtime import Forecaster
     from gmg_deploy.runtime.strip_gif import write_strip_gif
 
@@ -92,7 +87,7 @@ def run_demo(
         f"{ort.__version__}, {timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
 
     model_q = per_step_report(preds, truth)
-    base_q = per_step_report(copy_last(observed, aft), truth)
+    base_q = per_step_report(copy_last_baseline(observed, aft), truth)
     summary: dict[str, Any] = {
         "checkpoint": str(ckpt),
         "config": cfg.to_dict(),
