@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -182,3 +183,24 @@ def test_lint_on_a_path(tmp_path):
     onnx.save(m, tmp_path / "u.onnx")
     with pytest.raises(TensorRTCompatError, match=f"{tmp_path / 'u.onnx'}: node 'u'"):
         check_tensorrt_compat(tmp_path / "u.onnx")
+
+
+def test_failed_precision_pass_keeps_existing_output(tmp_path, gmg_ckpt, motionrnn_ckpt):
+    """The INT8 pass runs in memory before the one write: refusing another model's ranges leaves the old file."""
+
+    from precision_helpers import fp32_step, sequences
+
+    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+
+    ranges = tmp_path / "gmg_ranges.json"
+    save_ranges(collect_ranges(fp32_step("gmg_tiny"), sequences(2, 1)), ranges)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"previous export")
+    r = _run("--ckpt", motionrnn_ckpt, "-o", out, "--precision", "int8", "--calibration", ranges, "--force")
+    assert "calibrated on another model" in _err(r)
+    assert out.read_bytes() == b"previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gmg_ranges.json", "m.onnx"]
+    r = _run("--ckpt", gmg_ckpt, "-o", out, "--precision", "int8", "--calibration", ranges, "--force", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["op_types"]["DequantizeLinear"] > 0  # the summary describes the INT8 graph written

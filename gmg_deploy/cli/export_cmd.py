@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from gmg_deploy.cli.precision_options import check_precision_options, convert_file, precision_options
+from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import GMGError, InputError
 
 
@@ -67,16 +67,19 @@ def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
     try:
         check_precision_options(**prec, graph=graph)
+        if prec["calibration"]:  # a bad ranges file fails before the slow export
+            from gmg_deploy.calibration.ranges import load_ranges
+
+            load_ranges(prec["calibration"])
         _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
-             batch_mode, trust_checkpoint, as_json, force)
-        convert_file(output, **prec)  # FP16 / INT8 pass on the written FP32 graph (gmg_deploy.cli.precision_options)
+             batch_mode, trust_checkpoint, as_json, force, prec)
     except GMGError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
 
 
 def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force) -> None:
+         trust_checkpoint, as_json, force, prec) -> None:
     from gmg_deploy.io import check_output_path
 
     if ckpt is None and (config_file or in_shape or pre or aft or arch):
@@ -99,8 +102,12 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
     say(f"loading {ckpt}...")
     model = load_checkpoint(ckpt, config_file=config_file, in_shape=shape, pre_seq_length=pre, aft_seq_length=aft,
                             arch=arch, warp=warp, trust_checkpoint=trust_checkpoint)
+    transform = None
+    if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
+        say(f"converting to {prec['precision']}...")
+        transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
-                       progress=say)
+                       progress=say, transform=transform)
     if as_json:
         click.echo(json.dumps(res.to_dict(), sort_keys=True))
     else:

@@ -93,16 +93,21 @@ def export_model(
     batch_mode: str = "invariant",
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> ExportResult:
     """Export ``model`` (either warp form; conv_g folded on a copy) to ``path`` atomically.
 
     ``graph="step"``: ``frame`` + ``state_in.*`` -> ``next_frame`` + ``state_out.*``;
     ``graph="sequence"``: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``, all steps unrolled.
     ``batch=None`` gives a dynamic batch axis. ``progress`` receives human-readable progress lines.
+    ``transform`` (e.g. an FP16 or INT8 pass) rewrites the graph in memory before the one write, so a
+    failing pass leaves no file behind.
     """
     out = check_output_path(path, force=force)
     t0 = time.perf_counter()
     proto = build_proto(model, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, progress=progress)
+    if transform is not None:
+        proto = transform(proto)
     data = proto.SerializeToString()
     atomic_write_with(out, lambda tmp: tmp.write_bytes(data))
     seconds = time.perf_counter() - t0
