@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gmg_deploy.engine.profile import BatchRange, BuildError
+from gmg_deploy.engine.profile import BuildError
 
 INSTALL_HINT = ('TensorRT is not installed; install it with pip install "gmg-deploy[trt]" '
                 "(TensorRT wheels come from NVIDIA's own package index: see NVIDIA's TensorRT install guide) on a machine with a CUDA GPU")
