@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gmg_deploy.engine.profile import BuildError
+from gmg_deploy.io import atomic_write_bytes
 
 INSTALL_HINT = ('TensorRT is not installed; install it with pip install "gmg-deploy[trt]" '
                 "(TensorRT wheels come from NVIDIA's own package index: see NVIDIA's TensorRT install guide) on a machine with a CUDA GPU")
@@ -65,7 +66,7 @@ def build_engine(
     if plan is None:
         raise BuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with a larger --workspace")
     if cache is not None:
-        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+        atomic_write_bytes(timing_cache, bytes(cache.serialize()))
     io = []
     for i in range(network.num_inputs):
         t = network.get_input(i)
