@@ -9,7 +9,6 @@ and an input | truth | prediction GIF.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +16,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.cli.precision_common import one_line_errors
 
 SSIM_LIMITS = {"fp16": 0.002, "int8": 0.01}
 
@@ -202,15 +201,12 @@ def metrics_table(summary: dict[str, Any]) -> str:
 @click.option("--ckpt", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Another checkpoint of the demo's configuration (development).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@one_line_errors
 def main(out_dir: str, sequences: int, no_precision: bool, calib_sequences: int, ckpt: str | None,
          as_json: bool) -> None:
     """Run the toolkit end to end on the embedded demo model (no download, CPU is enough)."""
-    try:
-        summary = run_demo(Path(out_dir), sequences=sequences, precision=not no_precision,
-                           calib_sequences=calib_sequences, ckpt=Path(ckpt) if ckpt else None)
-    except GMGError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    summary = run_demo(Path(out_dir), sequences=sequences, precision=not no_precision,
+                       calib_sequences=calib_sequences, ckpt=Path(ckpt) if ckpt else None)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

@@ -13,12 +13,12 @@ The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
+from gmg_deploy.cli.precision_common import one_line_errors
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
-from gmg_deploy.errors import GMGError, InputError
+from gmg_deploy.errors import InputError
 
 
 def _parse_shape(value: str | None) -> list[int] | None:
@@ -62,20 +62,17 @@ def _human(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
+@one_line_errors
 def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
          trust_checkpoint, as_json, force, **prec):
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
-    try:
-        check_precision_options(**prec, graph=graph)
-        if prec["calibration"]:  # a bad ranges file fails before the slow export
-            from gmg_deploy.calibration.ranges import load_ranges
+    check_precision_options(**prec, graph=graph)
+    if prec["calibration"]:  # a bad ranges file fails before the slow export
+        from gmg_deploy.calibration.ranges import load_ranges
 
-            load_ranges(prec["calibration"])
-        _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
-             batch_mode, trust_checkpoint, as_json, force, prec)
-    except GMGError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        load_ranges(prec["calibration"])
+    _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
+         batch_mode, trust_checkpoint, as_json, force, prec)
 
 
 def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,

@@ -10,7 +10,8 @@ from typing import Any
 import click
 import numpy as np
 
-from gmg_deploy.errors import GMGError, InputError
+from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
 
 
@@ -78,6 +79,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
          config_file, trust_checkpoint, as_json, force) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
@@ -87,12 +89,8 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     T >= PRE+AFT frames, frames PRE..PRE+AFT-1 are the ground truth for --metrics and the GIF.
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
-    try:
-        summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                        device, config_file, trust_checkpoint, force)
-    except GMGError as e:
-        click.echo(f"error: {e}", err=True)
-        raise SystemExit(2) from None
+    summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
+                    device, config_file, trust_checkpoint, force)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
