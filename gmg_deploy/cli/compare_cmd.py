@@ -36,10 +36,12 @@ def main(reference, candidate, data, max_sequences, batch_size, no_emulate, chec
     from gmg_deploy.export.ort_rollout import load_frames_npy
     from gmg_deploy.export.precision_fp16 import emulate_fp16
 
+    if max_sequences is not None and max_sequences < 1:
+        raise InputError(f"--max-sequences={max_sequences} must be >= 1")
+    if batch_size < 1:
+        raise InputError(f"--batch-size={batch_size} must be >= 1")
     frames = load_frames_npy(data, "--data")
     if max_sequences is not None:
-        if max_sequences < 1:
-            raise InputError(f"--max-sequences={max_sequences} must be >= 1")
         frames = frames[:max_sequences]
     protos = []
     for p in (reference, candidate):

@@ -64,6 +64,8 @@ def rollout(
     pre = int(cfg["pre_seq_length"])
     aft = int(cfg["aft_seq_length"]) if aft is None else int(aft)
     frames = check_frames(frames, meta)
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"batch_size={batch_size} must be >= 1")
     fixed = meta.get("batch")
     bs = int(fixed) if fixed else (batch_size or frames.shape[0])
     outs = []
