@@ -79,7 +79,7 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
          trust_checkpoint, as_json, force, prec) -> None:
     from gmg_deploy.io import check_output_path
 
-    if ckpt is None and (config_file or in_shape or pre or aft or arch):
+    if ckpt is None and (config_file or in_shape or arch or pre is not None or aft is not None):
         raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH")
     if batch is not None and dynamic_batch:
         raise InputError("--batch and --dynamic-batch exclude each other; give one")
