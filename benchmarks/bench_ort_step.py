@@ -62,9 +62,8 @@ def main() -> None:
     reps = 2 if args.quick else args.reps
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
 
-    import onnxruntime as ort
-
     from gmg_deploy.export import export_model
+    from gmg_deploy.export.ort_rollout import make_session
     from gmg_deploy.model import ModelConfig, build_model
 
     torch.manual_seed(0)
@@ -81,11 +80,7 @@ def main() -> None:
         t0 = time.perf_counter()
         export_model(gs_model, path)
         export_s = time.perf_counter() - t0
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = make_session(path, threads=args.threads)
 
         torch.set_num_threads(args.threads)
         rows = []
