@@ -192,7 +192,8 @@ def metrics_table(summary: dict[str, Any]) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="gmg-demo-out", show_default=True,
-              help="Folder for the ONNX graphs, predictions, metrics and GIF (created if missing).")
+              help="Folder for the ONNX graphs, predictions, metrics and GIF (created if missing; "
+                   "earlier demo files in it are replaced).")
 @click.option("--sequences", type=click.IntRange(1, 512), default=16, show_default=True,
               help="Held-out synthetic sequences to forecast.")
 @click.option("--no-precision", is_flag=True, help="Skip the FP16/INT8 graphs and their accuracy check.")
