@@ -18,8 +18,6 @@ import numpy as np
 
 from gmg_deploy.cli.precision_common import one_line_errors
 
-SSIM_LIMITS = {"fp16": 0.002, "int8": 0.01}
-
 
 def _say(msg: str) -> None:
     click.echo(msg, err=True)
@@ -130,7 +128,7 @@ def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_seque
     from gmg_deploy.calibration.qdq import quantize_graph
     from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
     from gmg_deploy.data.demo import demo_dataset
-    from gmg_deploy.export.accuracy import compare_predictions
+    from gmg_deploy.export.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
     from gmg_deploy.export.ort_rollout import make_session, rollout
     from gmg_deploy.export.metadata import metadata_from_proto
     from gmg_deploy.export.precision_fp16 import convert_to_fp16, emulate_fp16
