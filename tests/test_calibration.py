@@ -177,3 +177,17 @@ def test_keep_float_policy_none_and_named(tmp_path, motionrnn_ckpt):
     bad = dict(named, keep_float=["/gone/Conv"])
     with pytest.raises(CalibrationError, match="keep_float names nodes not in this graph"):
         quantize_graph(p, bad)
+
+
+def test_npz_with_several_arrays_needs_a_frames_entry(tmp_path):
+    from gmg_deploy.errors import InputError
+    from gmg_deploy.export.ort_rollout import load_frames_npy
+
+    data = sequences(2, 1)
+    np.savez(tmp_path / "two.npz", a=data, b=data)
+    with pytest.raises(InputError, match=r"holds arrays \['a', 'b'\]; keep one, or name the frames 'frames'"):
+        load_frames_npy(tmp_path / "two.npz")
+    np.savez(tmp_path / "named.npz", frames=data, extra=data[:1])
+    assert load_frames_npy(tmp_path / "named.npz").shape == data.shape
+    np.savez(tmp_path / "one.npz", x=data)
+    assert load_frames_npy(tmp_path / "one.npz").shape == data.shape

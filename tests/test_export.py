@@ -17,7 +17,6 @@ from gmg_deploy.model import load_checkpoint
 
 torch.set_num_threads(1)
 TOL = 1e-5
-MAX_ERR: dict[str, float] = collections.defaultdict(float)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +65,6 @@ def run_step_chain(sess, model, frames: np.ndarray) -> np.ndarray:
 
 def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
     err = float(np.abs(a - b).max())
-    MAX_ERR[what] = max(MAX_ERR[what], err)
     assert a.shape == b.shape, what
     assert err < TOL, f"{what}: max abs diff {err}"
 
@@ -236,9 +234,3 @@ def test_existing_output_needs_force(tmp_path, motionrnn_ckpt):
     export_model(model, out, force=True)
     assert read_metadata(out)["graph"] == "step"
 
-
-def test_zz_report_max_error():
-    """Not a check: prints the largest parity error seen (run with -s)."""
-    if MAX_ERR:
-        worst = max(MAX_ERR, key=MAX_ERR.get)
-        print(f"\nlargest parity error: {MAX_ERR[worst]:.3g} ({worst})")

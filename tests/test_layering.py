@@ -46,3 +46,16 @@ def test_utilities_import_no_stage():
 def test_data_generator_needs_only_the_model():
     for f in (PKG / "data").rglob("*.py"):
         assert _imports(f) <= {"data", "model"} | UTIL, f.name
+
+
+def test_tensorrt_is_called_from_two_thin_modules_only():
+    """Building (engine/trt_engine.py) and running (runtime/trt_backend.py) engines: nothing else imports it."""
+    users = set()
+    for f in PKG.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(n == "tensorrt" or n.startswith("tensorrt.") for n in names):
+                users.add(str(f.relative_to(PKG)))
+    assert users == {"engine/trt_engine.py", "runtime/trt_backend.py"}

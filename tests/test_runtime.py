@@ -256,7 +256,7 @@ def test_pick_backend(tmp_path, onnx_models, gmg_ckpt):
     odd.write_bytes(b"x")
     with pytest.raises(InputError, match="cannot tell the backend of m.bin"):
         pick_backend(odd)
-    with pytest.raises(InputError, match="looks like a onnxruntime file, not one for backend 'torch'"):
+    with pytest.raises(InputError, match="looks like a file for backend 'onnxruntime', not for backend 'torch'"):
         pick_backend(onnx_models["gmg_tiny"], "torch")
     with pytest.raises(InputError, match="backend 'tflite' is unknown"):
         pick_backend(gmg_ckpt, "tflite")

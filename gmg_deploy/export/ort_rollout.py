@@ -114,7 +114,7 @@ def graph_metadata(model: Any) -> dict[str, Any]:
 
 
 def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
-    """Load ``(N, T, C, H, W)`` sequences from a ``.npy`` file (or the first array of a ``.npz``)."""
+    """Load ``(N, T, C, H, W)`` sequences from a ``.npy`` file, or a ``.npz`` holding ``frames`` or one array."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} file {p} does not exist")
@@ -123,8 +123,9 @@ def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
     except (ValueError, OSError):
         raise InputError(f"{what} file {p} is not a NumPy .npy/.npz array file") from None
     if hasattr(obj, "files"):
-        key = "frames" if "frames" in obj.files else obj.files[0]
-        obj = obj[key]
+        if "frames" not in obj.files and len(obj.files) != 1:
+            raise InputError(f"{what} file {p} holds arrays {obj.files[:5]}; keep one, or name the frames 'frames'")
+        obj = obj["frames" if "frames" in obj.files else obj.files[0]]
     a = np.asarray(obj)
     if a.ndim == 4:  # a single sequence (T, C, H, W)
         a = a[None]

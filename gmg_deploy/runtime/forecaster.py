@@ -47,7 +47,7 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
             )
         return by_suffix
     if by_suffix is not None and by_suffix != backend:
-        raise InputError(f"{p.name} looks like a {by_suffix} file, not one for backend {backend!r}")
+        raise InputError(f"{p.name} looks like a file for backend {by_suffix!r}, not for backend {backend!r}")
     return backend
 
 
