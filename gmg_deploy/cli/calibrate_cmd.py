@@ -17,26 +17,17 @@ import json
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant"):
     """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file."""
-    import onnx
-
     if (ckpt is None) == (onnx_path is None):
         raise InputError("give exactly one of --ckpt or --onnx")
     if onnx_path is not None:
-        from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
-
-        try:
-            proto = onnx.load(onnx_path)
-        except Exception:
-            raise MetadataError(f"{onnx_path} is not a readable ONNX model") from None
-        metadata_from_proto(proto, onnx_path)
-        return proto
+        return load_graph(onnx_path)[0]
     from gmg_deploy.export import build_proto
     from gmg_deploy.model import load_checkpoint
 
@@ -63,16 +54,9 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, keep_float, force, as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
     from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
-    from gmg_deploy.export.ort_rollout import load_frames_npy
 
     out = check_output_path(output, force=force)
-    if max_sequences is not None and max_sequences < 1:
-        raise InputError(f"--max-sequences={max_sequences} must be >= 1")
-    if batch_size < 1:
-        raise InputError(f"--batch-size={batch_size} must be >= 1")
-    frames = load_frames_npy(data, "--data")
-    if max_sequences is not None:
-        frames = frames[:max_sequences]
+    frames = load_sequences(data, max_sequences, batch_size)
     proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode)
     say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     keep = keep_float if keep_float in ("default", "none") else [k.strip() for k in keep_float.split(",") if k.strip()]

@@ -13,8 +13,7 @@ import sys
 
 import click
 
-from gmg_deploy.cli.precision_common import one_line_errors
-from gmg_deploy.errors import InputError
+from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,27 +28,13 @@ from gmg_deploy.errors import InputError
 @one_line_errors
 def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json):
     """Compare graph CANDIDATE against graph REFERENCE per forecast step."""
-    import onnx
-
     from gmg_deploy.export.accuracy import compare_graphs
-    from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
-    from gmg_deploy.export.ort_rollout import load_frames_npy
     from gmg_deploy.export.precision_fp16 import emulate_fp16
 
-    if max_sequences is not None and max_sequences < 1:
-        raise InputError(f"--max-sequences={max_sequences} must be >= 1")
-    if batch_size < 1:
-        raise InputError(f"--batch-size={batch_size} must be >= 1")
-    frames = load_frames_npy(data, "--data")
-    if max_sequences is not None:
-        frames = frames[:max_sequences]
+    frames = load_sequences(data, max_sequences, batch_size)
     protos = []
     for p in (reference, candidate):
-        try:
-            proto = onnx.load(p)
-        except Exception:
-            raise MetadataError(f"{p} is not a readable ONNX model") from None
-        meta = metadata_from_proto(proto, p)
+        proto, meta = load_graph(p)
         if meta.get("precision") == "fp16" and not no_emulate:
             proto = emulate_fp16(proto)
         protos.append(proto)

@@ -22,3 +22,29 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
+    """Check ``--max-sequences``/``--batch-size`` and load the ``--data`` sequences (the first N of them)."""
+    from gmg_deploy.errors import InputError
+    from gmg_deploy.export.ort_rollout import load_frames_npy
+
+    if max_sequences is not None and max_sequences < 1:
+        raise InputError(f"--max-sequences={max_sequences} must be >= 1")
+    if batch_size < 1:
+        raise InputError(f"--batch-size={batch_size} must be >= 1")
+    frames = load_frames_npy(data, "--data")
+    return frames if max_sequences is None else frames[:max_sequences]
+
+
+def load_graph(path: str) -> tuple[Any, dict[str, Any]]:
+    """An exported ONNX graph and its gmg-deploy metadata, or one clear error."""
+    import onnx
+
+    from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
+
+    try:
+        proto = onnx.load(path)
+    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
+        raise MetadataError(f"{path} is not a readable ONNX model") from None
+    return proto, metadata_from_proto(proto, path)
