@@ -183,7 +183,8 @@ def test_placement_differences_with_the_same_op_set(quantized):
     # 4. weights: ORT adds the biases, as int32
     biases = {n.input[2] for n in quantized_nodes if len(n.input) > 2 and n.input[2]}
     assert set(wo) <= set(wt) and set(wt) - set(wo) == biases and biases
-    int32 = {t.name.removesuffix("_quantized") for t in theirs.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+    int32 = {t.name.removesuffix("_quantized") for t in theirs.graph.initializer
+             if t.data_type == onnx.TensorProto.INT32}
     assert biases <= int32
 
 
