@@ -8,13 +8,13 @@ import pytest
 
 from conftest import fixture_hparams
 from gmg_deploy.engine.profile import BatchRange
-from gmg_deploy.engine.sidecar import build_sidecar, write_sidecar
+from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, build_metadata
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime import Forecaster
 from gmg_deploy.runtime.binding_plan import (
-    EngineIO, TensorSpec, check_sidecar_matches, make_binding_plan, normalise_dtype, read_sidecar, sidecar_path,
+    EngineIO, TensorSpec, check_sidecar_matches, make_binding_plan, normalise_dtype, read_sidecar,
 )
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from gmg_deploy.calibration.ranges import QUANT_OPS, CalibrationError, check_ranges_match, quantizable_inputs
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
 
-INT8 = 3  # onnx.TensorProto.INT8
 QMAX = 127
 
 

@@ -30,7 +30,6 @@ def run_demo(
     precision: bool = True,
     calib_sequences: int = 32,
     ckpt: Path | None = None,
-    threads: int | None = None,
     say: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written as ``summary.json``)."""
@@ -73,12 +72,11 @@ def run_demo(
     data = demo_dataset("test", n=sequences)
     observed, truth = data[:, :pre], data[:, pre : pre + aft]
     t0 = time.perf_counter()
-    kwargs = {} if threads is None else {"threads": threads}
-    with Forecaster.open(step_path, backend="onnxruntime", batch_size=sequences, **kwargs) as fc:
+    with Forecaster.open(step_path, backend="onnxruntime", batch_size=sequences) as fc:
         fc.observe(observed)
         preds = np.asarray(fc.forecast(aft), dtype=np.float32)
     timings["stream_s"] = time.perf_counter() - t0
-    seq_preds = rollout(make_session(seq_path, threads or 2), read_metadata(seq_path), data)
+    seq_preds = rollout(make_session(seq_path, 2), read_metadata(seq_path), data)
     seq_diff = float(np.abs(seq_preds - preds).max())
     say(f"[3/5] streamed {sequences} held-out sequences through the step graph (ONNX Runtime "
         f"{ort.__version__}, {timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")

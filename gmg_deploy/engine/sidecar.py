@@ -12,6 +12,7 @@ SIDECAR_SCHEMA = 1
 
 
 def sidecar_path(plan: str | Path) -> Path:
+    """``model.plan`` -> ``model.plan.json``."""
     p = Path(plan)
     return p.with_name(p.name + ".json")
 

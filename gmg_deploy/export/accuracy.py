@@ -3,8 +3,9 @@
 Both graphs forecast the same held-out sequences (observe ``pre``, forecast ``aft``). Per step we report
 the candidate-vs-reference MSE (OpenSTL: summed over C,H,W, averaged over samples), max absolute error
 and SSIM, and, when the data holds the true future frames, each graph's SSIM against the truth and the
-SSIM drop (reference minus candidate). ORT CPU runs FP16 graphs by casting nodes that lack FP16 kernels
-to FP32 and back, i.e. FP16 storage between ops with FP32 arithmetic inside each op.
+SSIM drop (reference minus candidate). Graphs run as given: ORT CPU runs the float ops of an FP16 graph in
+FP32 without FP16 rounding between them (see :func:`gmg_deploy.export.precision_fp16.emulate_fp16`), so
+score an FP16 graph through ``emulate_fp16`` (as ``gmg-compare`` does) for FP16 storage between ops.
 """
 from __future__ import annotations
 

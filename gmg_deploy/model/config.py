@@ -196,9 +196,6 @@ class ModelConfig:
             raise ConfigError(f"unknown model config field(s) {sorted(unknown)}; expected {sorted(names)}")
         return cls(**dict(d))
 
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
     @classmethod
     def from_hparams(
         cls,

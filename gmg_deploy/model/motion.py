@@ -1,4 +1,4 @@
-"""Motion branch: MotionGRU (MotionRNN) and MotionGuided (GMG, adds the Global Growth Module)."""
+"""Motion branch: MotionGRU (MotionRNN's offset GRU + warp; ``growth=True`` adds GMG's GlobalGrowthModule)."""
 from __future__ import annotations
 
 import torch

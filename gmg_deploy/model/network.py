@@ -18,7 +18,7 @@ from gmg_deploy.model.cells import GSAMCell, MotionHighwayCell, MultiScaleConv
 from gmg_deploy.model.config import MOTION_CHANNELS, ModelConfig
 from gmg_deploy.model.motion import MotionGRU
 from gmg_deploy.model.patching import patch, unpatch
-from gmg_deploy.model.warp import Warp, check_warp_form
+from gmg_deploy.model.warp import check_warp_form
 
 #: The recurrent state: an ordered mapping name -> tensor (see the module docstring for the order).
 State = "OrderedDict[str, torch.Tensor]"
@@ -82,14 +82,6 @@ class RecurrentPredictor(nn.Module):
     @property
     def warp_form(self) -> str:
         return self.motion_list[0].warp.form
-
-    def set_warp(self, form: str) -> "RecurrentPredictor":
-        """Switch every warp to ``gridsample`` or ``gather`` (same parameters)."""
-        check_warp_form(form)
-        for m in self.modules():
-            if isinstance(m, Warp):
-                m.form = form
-        return self
 
     def fold_multiscale(self) -> "RecurrentPredictor":
         """Fold each cell's 1x1+3x3+5x5 ``conv_g`` into one 5x5 kernel (exact; used for export and speed)."""

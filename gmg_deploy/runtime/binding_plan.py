@@ -89,12 +89,6 @@ class BindingPlan:
 
 
 # ---------------------------------------------------------------------------------------- sidecar
-def sidecar_path(engine_path: str | Path) -> Path:
-    """``model.plan`` -> ``model.plan.json``."""
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
-
-
 def _spec_from_record(r: Any, mode: bool | None, where: str) -> TensorSpec:
     try:
         is_input = mode if mode is not None else str(r["mode"]).lower() == "input"

@@ -8,11 +8,10 @@ import torch
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import build_metadata
+from gmg_deploy.export.step_export import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
 from gmg_deploy.runtime.backend import StepBackend
-
-BATCH_MODES = ("invariant", "reference")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

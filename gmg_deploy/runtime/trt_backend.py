@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
+from gmg_deploy.engine.sidecar import sidecar_path
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, config_from_metadata, read_metadata
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.binding_plan import (
     EngineIO, TensorSpec, check_sidecar_matches, dims_to_tuple, make_binding_plan, normalise_dtype, read_sidecar,
-    sidecar_path,
 )
 from gmg_deploy.runtime.torch_backend import resolve_device
 
