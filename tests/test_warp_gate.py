@@ -258,6 +258,9 @@ def test_fp16_and_int8_pub9_graphs_pass_compare_check(tmp_path, pub_ckpts):
         assert r.exit_code == 0, r.output
         res = json.loads(r.stdout)
         assert res["passed"] is True and res["precision"] == prec and res["extra"]["warp_gate"] == "published"
+    r = run(calibrate, ["--onnx", tmp_path / "fp32.onnx", "--data", calib, "-o", tmp_path / "r2.json",
+                        "--warp-gate", "motionrnn"])
+    assert r.exit_code == 2 and "exported with warp-gate layout 'published'" in r.output
     # ranges of the published graph are refused for a motionrnn-layout export
     r = run(export, ["--ckpt", ckpt, "-o", tmp_path / "x.onnx", "--precision", "int8", "--warp-gate", "motionrnn",
                      "--calibration", tmp_path / "r.json"])

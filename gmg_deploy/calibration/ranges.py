@@ -53,8 +53,7 @@ def fingerprint(model: Any) -> str:
 
     meta = metadata_from_proto(model)
     h = hashlib.sha256()
-    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}
-    ident["config"] = {**(ident["config"] or {}), "warp_gate": warp_gate_of(meta)}  # two layouts: two models
+    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}  # config holds warp_gate
     h.update(json.dumps(ident, sort_keys=True).encode())
     for t in sorted(model.graph.initializer, key=lambda t: t.name):
         if t.data_type == 1:
