@@ -10,7 +10,7 @@ Methods (symmetric int8, so a range is one ``amax``): ``minmax`` (largest |x| se
 histogram). Histograms need the first pass's ``amax``, so ``percentile``/``entropy`` run the data twice.
 
 Ranges file (JSON, ``format: gmg-deploy-ranges``, ``version: 1``): ``method``, ``fingerprint`` (hash of
-the model configuration, graph kind, warp, batch mode and weights), ``metadata`` (the graph's), counts,
+the model configuration, graph kind, warp, warp-gate layout, batch mode and weights), ``metadata`` (the graph's), counts,
 and ``tensors``: name -> ``{"amax", "min", "max", "kind": "activation"|"state"|"input"}``, with
 ``per_step_amax`` for state inputs; ``keep_float``: nodes the Q/DQ pass leaves in float (editable).
 
@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gmg_deploy.errors import GMGError
-from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto
+from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
 from gmg_deploy.export.ort_rollout import check_frames, make_session, rollout
 from gmg_deploy.io import atomic_write_text
 
@@ -53,7 +53,7 @@ def fingerprint(model: Any) -> str:
 
     meta = metadata_from_proto(model)
     h = hashlib.sha256()
-    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}
+    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}  # config holds warp_gate
     h.update(json.dumps(ident, sort_keys=True).encode())
     for t in sorted(model.graph.initializer, key=lambda t: t.name):
         if t.data_type == 1:
@@ -277,6 +277,13 @@ def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges fil
     """Refuse ranges made on another model/graph (fingerprint) or lacking tensors this graph quantizes."""
     fp = fingerprint(model)
     if doc.get("fingerprint") != fp:
+        doc_gate, gate = warp_gate_of(doc.get("metadata") or {}), warp_gate_of(metadata_from_proto(model))
+        if doc_gate != gate:
+            raise CalibrationError(
+                f"{where} was calibrated with warp-gate layout {doc_gate!r}, this graph uses {gate!r}: the layouts "
+                "differ, so they are two different models; re-run gmg-calibrate on this graph (or export with "
+                f"--warp-gate {doc_gate})"
+            )
         cfg = doc.get("metadata", {}).get("config", {})
         raise CalibrationError(
             f"{where} was calibrated on another model (fingerprint {doc.get('fingerprint')} != {fp}, "

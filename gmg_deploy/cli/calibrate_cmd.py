@@ -17,21 +17,29 @@ import json
 import click
 import numpy as np
 
+from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
 from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
 
-def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant"):
+def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
+                         warp_gate: str = "auto"):
     """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file."""
     if (ckpt is None) == (onnx_path is None):
         raise InputError("give exactly one of --ckpt or --onnx")
     if onnx_path is not None:
-        return load_graph(onnx_path)[0]
+        from gmg_deploy.export.metadata import warp_gate_of
+
+        proto, meta = load_graph(onnx_path)
+        if warp_gate != "auto" and warp_gate != warp_gate_of(meta):
+            raise InputError(f"--warp-gate {warp_gate}: {onnx_path} was exported with warp-gate layout "
+                             f"{warp_gate_of(meta)!r}; re-export it with --warp-gate {warp_gate}, or drop --warp-gate")
+        return proto
     from gmg_deploy.export import build_proto
     from gmg_deploy.model import load_checkpoint
 
-    return build_proto(load_checkpoint(ckpt), graph="step", batch_mode=batch_mode)
+    return build_proto(load_checkpoint(ckpt, warp_gate=warp_gate), graph="step", batch_mode=batch_mode)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,16 +56,19 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @click.option("--keep-float", default="default", show_default=True,
               help="Quantizable nodes to leave in float: 'default' (motion-offset GRU convs and the output head), "
                    "'none', or comma-separated node names. Stored in the ranges file.")
+@warp_gate_option
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @one_line_errors
-def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, keep_float, force, as_json):
+def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, keep_float, warp_gate, force,
+         as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
     from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.export.metadata import warp_gate_of
 
     out = check_output_path(output, force=force)
     frames = load_sequences(data, max_sequences, batch_size)
-    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode)
+    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode, warp_gate)
     say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     keep = keep_float if keep_float in ("default", "none") else [k.strip() for k in keep_float.split(",") if k.strip()]
     if isinstance(keep, list):
@@ -76,6 +87,7 @@ def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch
         "tensors": len(doc["tensors"]),
         "state_tensors": len(states),
         "fingerprint": doc["fingerprint"],
+        "warp_gate": warp_gate_of(doc["metadata"]),
         "keep_float": doc["keep_float"],
     }
     if as_json:
@@ -83,7 +95,10 @@ def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch
     else:
         click.echo(f"wrote {out}: {summary['tensors']} tensors ({summary['state_tensors']} state inputs) over "
                    f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {method}; "
-                   f"{len(doc['keep_float'])} node(s) kept float")
+                   f"{len(doc['keep_float'])} node(s) kept float; warp gate {summary['warp_gate']}")
+        note = auto_gate_note(warp_gate, summary["warp_gate"]) if ckpt is not None else None
+        if note:
+            click.echo(note)
 
 
 if __name__ == "__main__":  # pragma: no cover

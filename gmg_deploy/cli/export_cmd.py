@@ -16,6 +16,7 @@ import json
 
 import click
 
+from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
 from gmg_deploy.cli.precision_common import one_line_errors
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import InputError
@@ -53,6 +54,7 @@ def _human(n: int) -> str:
               help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled.")
 @click.option("--warp", type=click.Choice(["gridsample", "gather"]), default="gridsample", show_default=True,
               help="Warp form: one GridSample (TensorRT-friendly) or the reference's index gathers.")
+@warp_gate_option
 @click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic batch axis).")
 @click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default; excludes --batch).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (GridSample needs >= 16).")
@@ -63,20 +65,20 @@ def _human(n: int) -> str:
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
 @one_line_errors
-def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force, **prec):
+def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
+         batch_mode, trust_checkpoint, as_json, force, **prec):
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
     check_precision_options(**prec, graph=graph)
     if prec["calibration"]:  # a bad ranges file fails before the slow export
         from gmg_deploy.calibration.ranges import load_ranges
 
         load_ranges(prec["calibration"])
-    _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
+    _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
          batch_mode, trust_checkpoint, as_json, force, prec)
 
 
-def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force, prec) -> None:
+def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
+         batch_mode, trust_checkpoint, as_json, force, prec) -> None:
     from gmg_deploy.io import check_output_path
 
     if ckpt is None and (config_file or in_shape or arch or pre is not None or aft is not None):
@@ -98,19 +100,22 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
         say(f"no --ckpt: exporting the shipped demo model ({ckpt.name}, GMG on synthetic moving digits)")
     say(f"loading {ckpt}...")
     model = load_checkpoint(ckpt, config_file=config_file, in_shape=shape, pre_seq_length=pre, aft_seq_length=aft,
-                            arch=arch, warp=warp, trust_checkpoint=trust_checkpoint)
+                            arch=arch, warp=warp, warp_gate=warp_gate, trust_checkpoint=trust_checkpoint)
     transform = None
     if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
         say(f"converting to {prec['precision']}...")
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
                        progress=say, transform=transform)
+    note = auto_gate_note(warp_gate, res.warp_gate)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), sort_keys=True))
+        click.echo(json.dumps({**res.to_dict(), "warp_gate_requested": warp_gate}, sort_keys=True))
     else:
         ops = ", ".join(f"{k} {v}" for k, v in list(res.op_types.items())[:8])
         click.echo(f"wrote {res.path} ({res.graph} graph, {res.node_count} nodes, {_human(res.file_size)}) "
                    f"in {res.seconds:.1f} s; ops: {ops}{', ...' if len(res.op_types) > 8 else ''}")
+        if note:
+            click.echo(note)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from gmg_deploy.cli.model_options import warp_gate_option
 from gmg_deploy.cli.precision_common import one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
@@ -77,11 +78,12 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
               help="[cuda for TensorRT, else cpu]")
 @click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
+@warp_gate_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, as_json, force) -> None:
+         config_file, trust_checkpoint, warp_gate, as_json, force) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -90,13 +92,14 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force)
+                    device, config_file, trust_checkpoint, force, warp_gate)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     click.echo(f"{summary['sequences']} sequence(s), pre={summary['pre']} aft={summary['aft']} with "
                f"{summary['backend']} on {summary['device']} (batch {summary['batch_size']}): "
-               f"{summary['seconds']:.2f} s, {summary['steps_per_s']:.1f} stream-steps/s")
+               f"{summary['seconds']:.2f} s, {summary['steps_per_s']:.1f} stream-steps/s; "
+               f"warp gate {summary['warp_gate']}")
     click.echo(f"predictions -> {summary['out']}")
     if summary.get("gif"):
         click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
@@ -106,7 +109,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
 
 def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force) -> dict[str, Any]:
+          config_file, trust_checkpoint, force, warp_gate="auto") -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
     from gmg_deploy.runtime.metrics import all_metrics
@@ -121,11 +124,12 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     dev = device or ("cuda" if kind == "tensorrt" else "cpu")
     kwargs: dict[str, Any] = {}
     if kind == "torch":
-        kwargs = {"trust_checkpoint": trust_checkpoint}
+        kwargs = {"trust_checkpoint": trust_checkpoint, "warp_gate": warp_gate}
         if config_file:
             kwargs["config_file"] = config_file
-    elif config_file or trust_checkpoint:
-        raise InputError("--config-file/--trust-checkpoint apply to checkpoints (.ckpt/.pth) only")
+    elif config_file or trust_checkpoint or warp_gate != "auto":
+        raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
+                         "an exported graph or engine carries its warp-gate layout")
     fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
@@ -145,7 +149,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
         "engine": str(engine), "backend": fc.backend, "device": str(fc.device), "batch_size": fc.batch_size,
-        "batch_mode": fc.batch_mode, "sequences": int(N), "pre": pre, "aft": aft,
+        "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
         "out": str(out_path), "shape": list(preds.shape),
     }

@@ -18,6 +18,7 @@ import numpy as np
 
 from gmg_deploy.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
+from gmg_deploy.export.metadata import warp_gate_of
 from gmg_deploy.export.ort_rollout import check_frames, graph_metadata, make_session, rollout
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6).
@@ -88,7 +89,13 @@ def compare_graphs(
 ) -> Comparison:
     """Forecast ``frames`` with both graphs (paths or ModelProtos) and compare them per step."""
     meta_a, meta_b = graph_metadata(reference), graph_metadata(candidate)
-    if meta_a["config"] != meta_b["config"]:
+    gate_a, gate_b = warp_gate_of(meta_a), warp_gate_of(meta_b)
+    if gate_a != gate_b:
+        raise InputError(
+            f"the warp-gate layouts differ (reference {gate_a}, candidate {gate_b}): they are two different models; "
+            f"export both with the same --warp-gate"
+        )
+    if {**meta_a["config"], "warp_gate": gate_a} != {**meta_b["config"], "warp_gate": gate_b}:
         raise InputError("the two graphs come from different model configurations; compare exports of one model")
     frames = check_frames(frames, meta_a)
     cfg = meta_a["config"]
@@ -106,5 +113,5 @@ def compare_graphs(
                        str(candidate) if isinstance(candidate, (str, Path)) else "B")
     return Comparison(
         reference=na, candidate=nb, precision=precision, sequences=int(frames.shape[0]),
-        steps=list(range(1, aft + 1)), limit=limit, passed=passed, **metrics,
+        steps=list(range(1, aft + 1)), limit=limit, passed=passed, extra={"warp_gate": gate_a}, **metrics,
     )

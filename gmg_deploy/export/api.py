@@ -29,6 +29,7 @@ class ExportResult:
     op_types: dict[str, int] = field(default_factory=dict)
     file_size: int = 0
     warp: str = "gridsample"
+    warp_gate: str = "motionrnn"
     batch_mode: str = "invariant"
     batch: int | None = None
     opset: int = 17
@@ -42,6 +43,7 @@ class ExportResult:
             "op_types": dict(self.op_types),
             "file_size": self.file_size,
             "warp": self.warp,
+            "warp_gate": self.warp_gate,
             "batch_mode": self.batch_mode,
             "batch": self.batch,
             "opset": self.opset,
@@ -61,7 +63,8 @@ def build_proto(
     if graph not in GRAPHS:
         raise InputError(f"graph={graph!r} is not known; choose step or sequence")
     say = progress or (lambda msg: None)
-    say(f"exporting step ({model.config.arch}, warp={model.warp_form}, batch_mode={batch_mode}, "
+    say(f"exporting step ({model.config.arch}, warp={model.warp_form}, warp_gate={model.warp_gate}, "
+        f"batch_mode={batch_mode}, "
         f"batch={'dynamic' if batch is None else batch}, opset {opset})...")
     proto = export_step_proto(model, batch=batch, opset=opset, batch_mode=batch_mode)
     if graph == "sequence":
@@ -120,6 +123,7 @@ def export_model(
         op_types=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         file_size=out.stat().st_size,
         warp=model.warp_form,
+        warp_gate=model.warp_gate,
         batch_mode=batch_mode,
         batch=batch,
         opset=int(opset),

@@ -8,6 +8,7 @@ Schema (version 1)::
       "graph": "step" | "sequence",
       "config": {...ModelConfig.to_dict()...},
       "warp": "gridsample" | "gather",
+      "warp_gate": "motionrnn" | "published",   # resolved warp-gate layout (also config.warp_gate)
       "batch_mode": "invariant" | "reference",
       "batch": null (dynamic) | int,
       "precision": "fp32" | "fp16" | "int8",
@@ -82,6 +83,7 @@ def build_metadata(
         "graph": graph,
         "config": config.to_dict(),
         "warp": warp,
+        "warp_gate": config.warp_gate,
         "batch_mode": batch_mode,
         "batch": batch,
         "precision": precision,
@@ -136,5 +138,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return metadata_from_proto(proto, str(p))
 
 
+def warp_gate_of(meta: dict[str, Any]) -> str:
+    """The graph's resolved warp-gate layout; graphs from before the setting computed ``motionrnn``."""
+    return str(meta.get("warp_gate") or meta.get("config", {}).get("warp_gate") or "motionrnn")
+
+
 def config_from_metadata(meta: dict[str, Any]) -> ModelConfig:
-    return ModelConfig.from_dict(meta["config"])
+    return ModelConfig.from_dict({**meta["config"], "warp_gate": warp_gate_of(meta)})

@@ -165,6 +165,7 @@ def load_checkpoint(
     aft_seq_length: int | None = None,
     arch: str | None = None,
     warp: str = "gridsample",
+    warp_gate: str | None = None,
     trust_checkpoint: bool = False,
 ) -> RecurrentPredictor:
     """Load a GMG / MotionRNN model from an OpenSTL checkpoint.
@@ -172,13 +173,16 @@ def load_checkpoint(
     Accepts a Lightning ``.ckpt`` (``state_dict`` with ``model.`` prefix and ``hyper_parameters``) or a bare
     state dict (``.pth``, optionally ``module.``-prefixed), whose configuration then comes from
     ``config_file`` (an OpenSTL ``configs/<data>/GMG.py``) plus ``in_shape``/``pre``/``aft``. Explicit
-    arguments override the checkpoint's hyper-parameters. Returns the model in eval mode with ``.config``,
-    ``.test_mean`` and ``.test_std``.
+    arguments override the checkpoint's hyper-parameters. ``warp_gate`` (``motionrnn``, ``published`` or
+    ``auto``; default: the checkpoint's ``warp_gate`` hyper-parameter if any, else ``auto``) selects the
+    warp-gate layout; ``model.config.warp_gate`` holds the resolved one. Returns the model in eval mode with
+    ``.config``, ``.test_mean`` and ``.test_std``.
     """
     where = f"checkpoint {path}"
     obj = read_checkpoint_file(path, trust_checkpoint=trust_checkpoint)
     sd, hparams = split_checkpoint(obj, where)
-    overrides = dict(arch=arch, in_shape=in_shape, pre_seq_length=pre_seq_length, aft_seq_length=aft_seq_length)
+    overrides = dict(arch=arch, in_shape=in_shape, pre_seq_length=pre_seq_length, aft_seq_length=aft_seq_length,
+                     warp_gate=warp_gate)
     if config_file is not None:
         config = ModelConfig.from_config_file(config_file, **overrides)
     elif hparams:

@@ -15,6 +15,10 @@ ARCHS = ("gmg", "motionrnn")
 _METHOD_ALIASES = {"gmg": "gmg", "motionrnn": "motionrnn", "motion_rnn": "motionrnn"}
 NEIGHBOUR = 3
 MOTION_CHANNELS = 2 * NEIGHBOUR * NEIGHBOUR  # 18: 9 row offsets then 9 column offsets
+#: Warp-gate layouts (see the architecture notes, "The neighbourhood warp"); ``auto`` resolves to one of the
+#: first two: ``published`` exactly when the motion grid is 9x9 (the only grid the published code runs at).
+WARP_GATES = ("motionrnn", "published", "auto")
+PUBLISHED_MOTION_GRID = (9, 9)
 
 
 def _as_int_tuple(value: Any, name: str) -> tuple[int, ...]:
@@ -45,6 +49,26 @@ def normalise_arch(method: Any) -> str:
     return _METHOD_ALIASES[key]
 
 
+def resolve_warp_gate(warp_gate: Any, motion_grid: tuple[int, int]) -> str:
+    """``motionrnn`` / ``published`` for ``warp_gate`` at ``motion_grid``; ``auto`` picks by the grid.
+
+    ``published`` (the published GMG code's transposed gate broadcast) exists only at a 9x9 motion grid.
+    """
+    value = str(warp_gate).strip().lower() if isinstance(warp_gate, str) else warp_gate
+    if value not in WARP_GATES:
+        raise ConfigError(f"warp_gate={warp_gate!r} is not a warp-gate layout; choose one of {', '.join(WARP_GATES)}")
+    nine = tuple(motion_grid) == PUBLISHED_MOTION_GRID
+    if value == "auto":
+        return "published" if nine else "motionrnn"
+    if value == "published" and not nine:
+        hm, wm = motion_grid
+        raise ConfigError(
+            f"warp_gate='published' is defined only for a 9x9 motion grid, but this model's motion grid is "
+            f"{hm}x{wm} (H/p/2, W/p/2); use warp_gate='motionrnn' or 'auto' (CLI: --warp-gate)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a GMG / MotionRNN model (OpenSTL hyper-parameter names).
@@ -63,6 +87,8 @@ class ModelConfig:
     stride: int = 1
     patch_size: int = 4
     layer_norm: bool = False
+    #: Warp-gate layout, resolved on construction: ``auto`` becomes ``published`` or ``motionrnn``.
+    warp_gate: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +110,7 @@ class ModelConfig:
             set_(name, ivalue)
         set_("layer_norm", bool(int(self.layer_norm)))
         self._validate()
+        set_("warp_gate", resolve_warp_gate(self.warp_gate, self.motion_grid))
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -183,6 +210,7 @@ class ModelConfig:
             "stride": self.stride,
             "patch_size": self.patch_size,
             "layer_norm": int(self.layer_norm),
+            "warp_gate": self.warp_gate,
         }
 
     def to_json(self) -> str:
@@ -205,11 +233,13 @@ class ModelConfig:
         in_shape: Sequence[int] | None = None,
         pre_seq_length: int | None = None,
         aft_seq_length: int | None = None,
+        warp_gate: str | None = None,
         source: str = "hyper_parameters",
     ) -> "ModelConfig":
         """Build from OpenSTL hyper-parameters (checkpoint ``hyper_parameters`` or a config file).
 
-        Explicit keyword arguments override the corresponding hyper-parameter.
+        Explicit keyword arguments override the corresponding hyper-parameter. ``warp_gate`` defaults to
+        the hyper-parameter of that name (written by gmg-deploy's own checkpoints), else ``auto``.
         """
         hp = dict(hparams)
         method = arch if arch is not None else hp.get("method")
@@ -224,9 +254,11 @@ class ModelConfig:
                 f"{source} lacks {', '.join(missing)}; pass them explicitly (CLI: --in-shape T,C,H,W --pre N --aft N)"
             )
         kwargs: dict[str, Any] = {}
-        for name in ("num_hidden", "att_hidden", "filter_size", "stride", "patch_size", "layer_norm"):
+        for name in ("num_hidden", "att_hidden", "filter_size", "stride", "patch_size", "layer_norm", "warp_gate"):
             if name in hp and hp[name] is not None:
                 kwargs[name] = hp[name]
+        if warp_gate is not None:
+            kwargs["warp_gate"] = warp_gate
         if "num_hidden" not in kwargs:
             raise ConfigError(f"{source} has no 'num_hidden' (e.g. '128,128,128,128')")
         if "patch_size" not in kwargs:
@@ -247,11 +279,13 @@ class ModelConfig:
         pre_seq_length: int | None = None,
         aft_seq_length: int | None = None,
         arch: str | None = None,
+        warp_gate: str | None = None,
     ) -> "ModelConfig":
         """Build from an OpenSTL config file (``configs/<data>/GMG.py``) without executing it."""
         return cls.from_hparams(
             parse_config_file(path),
             arch=arch,
+            warp_gate=warp_gate,
             in_shape=in_shape,
             pre_seq_length=pre_seq_length,
             aft_seq_length=aft_seq_length,

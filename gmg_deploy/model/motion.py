@@ -39,13 +39,13 @@ class GlobalGrowthModule(nn.Module):
 class MotionGRU(nn.Module):
     """Offset GRU + neighbourhood warp; ``growth=True`` adds GMG's Global Growth Module."""
 
-    def __init__(self, features: int, growth: bool, warp: str = "gridsample") -> None:
+    def __init__(self, features: int, growth: bool, warp: str = "gridsample", gate: str = "motionrnn") -> None:
         super().__init__()
         cin = features + MOTION_CHANNELS
         self.update = nn.Conv2d(cin, MOTION_CHANNELS, 3, padding=1)
         self.reset = nn.Conv2d(cin, MOTION_CHANNELS, 3, padding=1)
         self.output = nn.Conv2d(cin, MOTION_CHANNELS, 3, padding=1)
-        self.warp = Warp(features, warp)
+        self.warp = Warp(features, warp, gate)
         if growth:
             self.global_growth_module = GlobalGrowthModule(features)
         self.growth = growth

@@ -68,7 +68,7 @@ class RecurrentPredictor(nn.Module):
                 cells.append(MotionHighwayCell(cin, N, hw, F, config.layer_norm))
         self.cell_list = nn.ModuleList(cells)
         self.enc_list = nn.ModuleList(nn.Conv2d(N, N // 4, F, stride=2, padding=F // 2) for _ in range(L - 1))
-        self.motion_list = nn.ModuleList(MotionGRU(N // 4, growth=gmg, warp=warp) for _ in range(L - 1))
+        self.motion_list = nn.ModuleList(MotionGRU(N // 4, growth=gmg, warp=warp, gate=config.warp_gate) for _ in range(L - 1))
         self.dec_list = nn.ModuleList(nn.ConvTranspose2d(N // 4, N, 4, stride=2, padding=1) for _ in range(L - 1))
         self.gate_list = nn.ModuleList(nn.Conv2d(2 * N, N, F, padding=F // 2) for _ in range(L - 1))
         self.conv_last = nn.Conv2d(N, P, 1, bias=False)
@@ -82,6 +82,11 @@ class RecurrentPredictor(nn.Module):
     @property
     def warp_form(self) -> str:
         return self.motion_list[0].warp.form
+
+    @property
+    def warp_gate(self) -> str:
+        """The resolved warp-gate layout (``motionrnn`` or ``published``), as in ``config.warp_gate``."""
+        return self.config.warp_gate
 
     def fold_multiscale(self) -> "RecurrentPredictor":
         """Fold each cell's 1x1+3x3+5x5 ``conv_g`` into one 5x5 kernel (exact; used for export and speed)."""

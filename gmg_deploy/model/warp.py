@@ -3,6 +3,10 @@
 ``gridsample``: one bilinear ``grid_sample`` (zeros padding, ``align_corners=False``) over a grid laid out
 in 3x3 blocks - what the ONNX export uses (``GridSample``). ``gather``: the reference's index arithmetic
 (zero ring, clamp, floor, four gathers). Both agree with the golden fixture to float32 rounding.
+
+Gate layout (``gate``): ``motionrnn`` - gate channel k multiplies tap k; ``published`` - the published GMG
+code's unpermuted broadcast, which at its only runnable motion grid (9x9) multiplies tap k at ``(i, j)`` by
+gate channel i at ``(j, k)``: one ``permute(0, 3, 1, 2)`` (ONNX ``Transpose``) of the gate, in both forms.
 """
 from __future__ import annotations
 
@@ -19,14 +23,19 @@ K = 9  # taps of the 3x3 neighbourhood
 class Warp(nn.Module):
     """``warp(f, off)``: ``f`` ``(B,c,hm,wm)``, ``off`` ``(B,18,hm,wm)`` (9 row then 9 column offsets)."""
 
-    def __init__(self, channels: int, form: str = "gridsample") -> None:
+    def __init__(self, channels: int, form: str = "gridsample", gate: str = "motionrnn") -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=3, bias=False)
         self.warp_gate = nn.Conv2d(channels, K, kernel_size=3, padding=1)
         self.form = check_warp_form(form)
+        if gate not in ("motionrnn", "published"):
+            raise ConfigError(f"gate={gate!r} is not a resolved warp-gate layout; use 'motionrnn' or 'published'")
+        self.gate_layout = gate
 
     def forward(self, f: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.warp_gate(f))
+        if self.gate_layout == "published":
+            gate = gate.permute(0, 3, 1, 2)  # gate_used[k, i, j] = m[i, j, k]; needs hm = wm = 9 (ModelConfig checks)
         if self.form == "gridsample":
             big = sample_gridsample(f, off) * F.pixel_shuffle(gate, 3)
         else:

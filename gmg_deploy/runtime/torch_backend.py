@@ -73,8 +73,8 @@ class TorchBackend(StepBackend):
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "TorchBackend":
         """Load a ``.ckpt``/``.pth``; kwargs of :func:`load_checkpoint` (``trust_checkpoint``, ``config_file``,
-        ``in_shape``, ...) go to the loader, the rest to the backend."""
-        load_keys = ("config_file", "in_shape", "pre_seq_length", "aft_seq_length", "arch", "warp",
+        ``in_shape``, ``warp_gate``, ...) go to the loader, the rest to the backend."""
+        load_keys = ("config_file", "in_shape", "pre_seq_length", "aft_seq_length", "arch", "warp", "warp_gate",
                      "trust_checkpoint")
         load_kw = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
         return cls(load_checkpoint(path, **load_kw), **kwargs)
