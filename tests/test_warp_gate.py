@@ -1,6 +1,7 @@
 """Warp-gate layouts: the published GMG code's transposed gate (``*_pub9`` fixtures) and MotionRNN's (``*_tiny``)."""
 from __future__ import annotations
 
+import dataclasses
 import collections
 import json
 
@@ -66,7 +67,7 @@ def test_auto_resolves_by_motion_grid():
     assert ModelConfig(in_shape=[6, 1, 36, 36], warp_gate="motionrnn", **base).warp_gate == "motionrnn"
     assert ModelConfig(in_shape=[6, 1, 36, 36], warp_gate="Published", **base).warp_gate == "published"
     # the resolved value survives a round trip through to_dict (what the ONNX metadata stores)
-    assert ModelConfig.from_dict(nine.replace(warp_gate="motionrnn").to_dict()).warp_gate == "motionrnn"
+    assert ModelConfig.from_dict(dataclasses.replace(nine, warp_gate="motionrnn").to_dict()).warp_gate == "motionrnn"
     assert nine.to_dict()["warp_gate"] == "published" and nine.to_hparams()["warp_gate"] == "published"
 
 
