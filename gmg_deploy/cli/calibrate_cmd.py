@@ -17,7 +17,7 @@ import json
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
@@ -34,7 +34,7 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
     return build_proto(load_checkpoint(ckpt), graph="step", batch_mode=batch_mode)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(dir_okay=False), help="OpenSTL checkpoint (.ckpt/.pth) to export and calibrate.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 step graph from gmg-export instead.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Calibration sequences (N,T,C,H,W) .npy/.npz.")

@@ -13,10 +13,10 @@ import sys
 
 import click
 
-from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Sequences (N,T,C,H,W) .npy/.npz.")

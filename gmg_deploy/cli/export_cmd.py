@@ -16,7 +16,7 @@ import json
 
 import click
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import InputError
 
@@ -37,7 +37,7 @@ def _human(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
               help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file). "
                    "Default: the demo model shipped with gmg-deploy.")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
 
@@ -56,7 +56,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--engine", "engine", required=True, metavar="PATH",
               help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
 @click.option("--input", "input_path", required=True, metavar="FRAMES",

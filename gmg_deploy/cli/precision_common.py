@@ -10,18 +10,54 @@ import click
 from gmg_deploy.errors import GMGError
 
 
+def _say_error(msg: str) -> None:
+    click.echo("error: " + " ".join(str(msg).split()), err=True)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line, exit status 130 (128 + SIGINT), whatever was running."""
+    _say_error("interrupted")
+    sys.exit(130)
+
+
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a :class:`GMGError` becomes ``error: <msg>`` (one line) on stderr and exit status 2."""
+    """Run ``fn``; a :class:`GMGError` becomes ``error: <msg>`` (one line) on stderr and exit status 2.
+
+    Ctrl-C becomes ``error: interrupted`` and exit status 130.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except GMGError as e:
-            click.echo("error: " + " ".join(str(e).splitlines()), err=True)
+            _say_error(str(e))
             sys.exit(2)
+        except KeyboardInterrupt:
+            _interrupted()
 
     return wrapper
+
+
+class OneLineCommand(click.Command):
+    """A click command whose own usage errors are ``error: <one line>`` with exit status 2, like ours.
+
+    Use as ``@click.command(cls=OneLineCommand, ...)``; ``--help`` and the command's own exits are unchanged.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:  # UsageError, BadParameter, NoSuchOption, FileError, ...
+            name = (e.ctx.command_path if getattr(e, "ctx", None) is not None else None) or prog_name or self.name
+            _say_error(f"{name}: {e.format_message()} (see {name} --help)")
+            sys.exit(2)
+        except (click.Abort, KeyboardInterrupt):
+            _interrupted()
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
