@@ -29,6 +29,22 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
+def _open_forecaster(engine: str, input_path: str, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
+    """Open the engine with no more slots than the input has streams (unless the engine's batch is fixed)."""
+    from gmg_deploy.errors import GMGError
+    from gmg_deploy.runtime.forecaster import Forecaster
+    from gmg_deploy.runtime.inputs import count_sequences
+
+    streams = count_sequences(input_path)
+    slots = batch_size if streams is None or streams < 1 else min(batch_size, streams)
+    try:
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=slots, **kwargs)
+    except GMGError:
+        if slots == batch_size:
+            raise
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+
+
 def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
     """Forecast every sequence of ``frames`` ``(N,T,C,H,W)`` in chunks of ``fc.batch_size`` -> ``(N,aft,C,H,W)``.
 
@@ -126,7 +142,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
             kwargs["config_file"] = config_file
     elif config_file or trust_checkpoint:
         raise InputError("--config-file/--trust-checkpoint apply to checkpoints (.ckpt/.pth) only")
-    fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+    fc = _open_forecaster(engine, input_path, batch_size, kind, dev, kwargs)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre

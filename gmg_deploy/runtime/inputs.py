@@ -66,6 +66,34 @@ def _read_png_folder(p: Path, channels: int) -> np.ndarray:
     return np.stack(frames)[None]  # (1, T, C, H, W)
 
 
+def count_sequences(path: str | Path) -> int | None:
+    """How many sequences ``path`` holds, read from the array header only; None when unknown."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return 1
+        if p.suffix.lower() == ".npy":
+            a = np.load(p, mmap_mode="r", allow_pickle=False)
+            return int(a.shape[0]) if a.ndim in (4, 5) else None
+        if p.suffix.lower() == ".npz":
+            import zipfile
+
+            with zipfile.ZipFile(p) as z:
+                names = [n for n in z.namelist() if n.endswith(".npy")]
+                name = "frames.npy" if "frames.npy" in names else (names[0] if len(names) == 1 else None)
+                if name is None:
+                    return None
+                with z.open(name) as fh:
+                    fmt = np.lib.format
+                    version = fmt.read_magic(fh)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape = read(fh)[0]
+            return int(shape[0]) if len(shape) in (4, 5) else None
+    except Exception:  # any unreadable file: load_frames reports it properly later
+        return None
+    return None
+
+
 def load_frames(path: str | Path, frame_shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """-> float32 ``(N, T, C, H, W)``; checks ``(C,H,W)`` against ``frame_shape`` and that values are finite."""
     p = Path(path)
