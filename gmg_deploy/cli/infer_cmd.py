@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
 
@@ -157,6 +158,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     t0 = time.perf_counter()
     preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
+    check_finite_frames(preds, f"predictions of {engine}", "check the model's weights and precision")
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from gmg_deploy.checks import check_finite_tensors
 from gmg_deploy.errors import CheckpointError, ConfigError
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.model.network import RecurrentPredictor
@@ -140,15 +141,6 @@ def check_state_dict(model: RecurrentPredictor, sd: Mapping[str, torch.Tensor], 
         )
 
 
-def check_finite_weights(sd: Mapping[str, torch.Tensor], where: str) -> None:
-    """Refuse NaN/Inf weights, naming the first tensor that holds them."""
-    for k, v in sd.items():
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            bad = int((~torch.isfinite(v)).sum())
-            raise CheckpointError(f"{where}: weight {k} holds {bad} NaN or infinite value(s); "
-                                  "the training run diverged or the file is damaged - use another checkpoint")
-
-
 def _as_numpy(v: Any) -> np.ndarray | None:
     if v is None:
         return None
@@ -195,7 +187,7 @@ def load_checkpoint(
         )
     model = RecurrentPredictor(config, warp=warp)
     check_state_dict(model, sd, where)
-    check_finite_weights(sd, where)
+    check_finite_tensors(((k, v.detach().float().numpy()) for k, v in sd.items() if v.is_floating_point()), where)
     model.load_state_dict(sd, strict=True)
     hp = hparams or {}
     model.test_mean = _as_numpy(hp.get("test_mean"))
