@@ -17,20 +17,9 @@ import json
 import click
 
 from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.precision_common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import InputError
-
-
-def _parse_shape(value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        shape = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--in-shape {value!r} is not four integers T,C,H,W (e.g. 20,1,64,64)") from None
-    if len(shape) != 4:
-        raise InputError(f"--in-shape {value!r} has {len(shape)} values; give T,C,H,W (e.g. 20,1,64,64)")
-    return shape
 
 
 def _human(n: int) -> str:

@@ -60,6 +60,21 @@ class OneLineCommand(click.Command):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+def parse_in_shape(value: str | None) -> list[int] | None:
+    """``--in-shape T,C,H,W`` -> four integers (None when not given)."""
+    from gmg_deploy.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        shape = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--in-shape {value!r} is not four integers T,C,H,W (e.g. 20,1,64,64)") from None
+    if len(shape) != 4:
+        raise InputError(f"--in-shape {value!r} has {len(shape)} values; give T,C,H,W (e.g. 20,1,64,64)")
+    return shape
+
+
 def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
     """Check ``--max-sequences``/``--batch-size`` and load the ``--data`` sequences (the first N of them)."""
     from gmg_deploy.errors import InputError
