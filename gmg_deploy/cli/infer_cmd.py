@@ -94,11 +94,14 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
               help="[cuda for TensorRT, else cpu]")
 @click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
+@click.option("--clip", is_flag=True,
+              help="Clip predictions to [0, 1] before saving and scoring (default: as the model outputs them, "
+                   "which may fall outside the input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, as_json, force) -> None:
+         config_file, trust_checkpoint, clip, as_json, force) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -107,14 +110,16 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force)
+                    device, config_file, trust_checkpoint, force, clip=clip)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     click.echo(f"{summary['sequences']} sequence(s), pre={summary['pre']} aft={summary['aft']} with "
                f"{summary['backend']} on {summary['device']} (batch {summary['batch_size']}): "
                f"{summary['seconds']:.2f} s, {summary['steps_per_s']:.1f} stream-steps/s")
-    click.echo(f"predictions -> {summary['out']}")
+    lo, hi = summary["range"]
+    click.echo(f"predictions -> {summary['out']} (values {lo:.3g}..{hi:.3g}, "
+               f"{'clipped to [0, 1]' if summary['clipped'] else 'not clipped; --clip clips them to [0, 1]'})")
     if summary.get("gif"):
         click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
                    f"-> {summary['gif']}")
@@ -123,7 +128,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
 
 def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force) -> dict[str, Any]:
+          config_file, trust_checkpoint, force, clip: bool = False) -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
     from gmg_deploy.runtime.metrics import all_metrics
@@ -159,13 +164,16 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
     check_finite_frames(preds, f"predictions of {engine}", "check the model's weights and precision")
+    if clip:
+        np.clip(preds, 0.0, 1.0, out=preds)
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
         "engine": str(engine), "backend": fc.backend, "device": str(fc.device), "batch_size": fc.batch_size,
         "batch_mode": fc.batch_mode, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
-        "out": str(out_path), "shape": list(preds.shape),
+        "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),
+        "range": [float(preds.min()), float(preds.max())],
     }
     if metrics:
         summary["metrics"] = all_metrics(preds, truth, thresholds)
