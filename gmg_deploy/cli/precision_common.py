@@ -45,8 +45,16 @@ class OneLineCommand(click.Command):
     Use as ``@click.command(cls=OneLineCommand, ...)``; ``--help`` and the command's own exits are unchanged.
     """
 
+    def __init__(self, name: str | None, *args: Any, **kwargs: Any) -> None:
+        callback = kwargs.get("callback")
+        module = getattr(callback, "__module__", "") or ""
+        if name in (None, "main") and module.startswith("gmg_deploy.cli.") and module.endswith("_cmd"):
+            name = "gmg-" + module.rsplit(".", 1)[1][: -len("_cmd")]  # gmg_deploy.cli.export_cmd -> gmg-export
+        super().__init__(name, *args, **kwargs)
+
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        prog_name = prog_name or self.name
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
