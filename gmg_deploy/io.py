@@ -67,8 +67,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if isinstance(e, OSError) and not isinstance(e, GMGError):
-            hint = "; free some space or write elsewhere" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
-            raise OutputError(f"cannot write {p}: {e.strerror or e}{hint}") from None
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, None)
+            what = e.strerror or (f"only part of it was written ({e})" if e.errno is None else str(e))
+            hint = "; free some space or write elsewhere" if full else ""
+            raise OutputError(f"cannot write {p}: {what}{hint}") from None
         raise
 
 

@@ -323,18 +323,21 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def test_write_error_is_one_line_and_leaves_nothing(ws, tmp_path):
-    """A real write failure: RLIMIT_FSIZE makes the export's write fail with EFBIG (like a full disk)."""
+@pytest.mark.parametrize("cmd", ["export", "infer"])
+def test_write_error_is_one_line_and_leaves_nothing(ws, tmp_path, cmd):
+    """A real write failure: RLIMIT_FSIZE makes the output's write fail with EFBIG (like a full disk)."""
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    out = tmp_path / "m.onnx"
-    p = subprocess.run([sys.executable, "-m", "gmg_deploy.cli.export_cmd", "--ckpt", str(ws / "tiny.ckpt"),
-                        "-o", str(out)], preexec_fn=limit, capture_output=True, text=True, timeout=300, env=_env())
+    out = tmp_path / "m.out"
+    args = (["--ckpt", str(ws / "tiny.ckpt"), "-o", str(out)] if cmd == "export" else
+            ["--engine", str(ws / "step.onnx"), "--input", str(ws / "data.npy"), "--out", str(out)])
+    p = subprocess.run([sys.executable, "-m", f"gmg_deploy.cli.{cmd}_cmd", *args], preexec_fn=limit,
+                       capture_output=True, text=True, timeout=300, env=_env())
     assert p.returncode == 2, p.stderr
-    line = _check_one_error_line(p.stderr, r"cannot write .*m\.onnx: File too large")
+    line = _check_one_error_line(p.stderr, r"cannot write .*m\.out: (File too large|only part of it was written).*free some space")
     assert str(out) in line
     assert list(tmp_path.iterdir()) == []
 

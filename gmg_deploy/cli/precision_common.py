@@ -48,6 +48,8 @@ class OneLineCommand(click.Command):
     def __init__(self, name: str | None, *args: Any, **kwargs: Any) -> None:
         callback = kwargs.get("callback")
         module = getattr(callback, "__module__", "") or ""
+        if module == "__main__":  # python -m gmg_deploy.cli.export_cmd
+            module = str(getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", ""))
         if name in (None, "main") and module.startswith("gmg_deploy.cli.") and module.endswith("_cmd"):
             name = "gmg-" + module.rsplit(".", 1)[1][: -len("_cmd")]  # gmg_deploy.cli.export_cmd -> gmg-export
         super().__init__(name, *args, **kwargs)
