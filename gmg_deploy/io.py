@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -29,9 +30,27 @@ def check_output_path(path: str | Path, *, force: bool = False) -> Path:
     return p
 
 
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success rename it onto ``path``, else delete it."""
+    """Yield a temporary path in the target's folder; on success rename it onto ``path``, else delete it.
+
+    The file gets the mode a plain write would (0666 minus the umask), not ``mkstemp``'s 0600. An
+    ``OSError`` while writing (disk full, file too large, I/O error) becomes one :class:`OutputError`.
+    """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     try:
@@ -42,10 +61,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, p)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and not isinstance(e, GMGError):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, None)
+            what = e.strerror or (f"only part of it was written ({e})" if e.errno is None else str(e))
+            hint = "; free some space or write elsewhere" if full else ""
+            raise OutputError(f"cannot write {p}: {what}{hint}") from None
         raise
 
 

@@ -1,5 +1,4 @@
 """The synthetic moving-digits generator: shape, range, determinism, bouncing, splits."""
-import time
 
 import numpy as np
 import pytest
@@ -42,12 +41,6 @@ def test_deterministic_and_seeds_differ():
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
     assert not np.array_equal(split_data("train", 8), split_data("test", 8))
-
-
-def test_fast():
-    t = time.perf_counter()
-    moving_digits(1000, seed=1)
-    assert time.perf_counter() - t < 3.0
 
 
 def test_multiple_objects_and_bad_args():

@@ -31,7 +31,7 @@ def test_gmg_demo_runs_end_to_end(tmp_path):
     assert max(s["precision"]["int8"]["max_abs"]) < 0.5
     with Image.open(out / "demo.gif") as gif:
         assert gif.n_frames == 20  # 10 observed + 10 forecast steps
-        assert gif.size == (128, 3 * 128 + 2 * 2)  # input | truth | prediction rows, 32 px frames x4
+        assert gif.size == (64 + 128, 3 * 128 + 2 * 2)  # labels, input | truth | prediction rows, 32 px frames x4
     table = (out / "metrics.md").read_text()
     assert "copy last observed frame" in table and "| 10 |" in table
 

@@ -196,7 +196,7 @@ def test_failed_precision_pass_keeps_existing_output(tmp_path, gmg_ckpt, motionr
     out = tmp_path / "m.onnx"
     out.write_bytes(b"previous export")
     r = _run("--ckpt", motionrnn_ckpt, "-o", out, "--precision", "int8", "--calibration", ranges, "--force")
-    assert "calibrated on another model" in _err(r)
+    assert "calibrated on a different graph" in _err(r)
     assert out.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gmg_ranges.json", "m.onnx"]
     r = _run("--ckpt", gmg_ckpt, "-o", out, "--precision", "int8", "--calibration", ranges, "--force", "--json")

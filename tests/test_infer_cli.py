@@ -58,7 +58,7 @@ def test_end_to_end_with_metrics_and_gif(tmp_path, onnx_path, frames, motionrnn_
         assert summary["metrics"][k] == pytest.approx(v, nan_ok=True)
     with Image.open(gif) as im:
         assert im.n_frames == 8 == summary["gif_frames"]  # pre + aft frames
-        assert im.size == (128, 3 * 128 + 2 * 2) == tuple(summary["gif_size"])  # 16 px x8, 3 rows, 2 px gaps
+        assert im.size == (64 + 128, 3 * 128 + 2 * 2) == tuple(summary["gif_size"])  # labels, 16 px x8, 3 rows, 2 px gaps
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -71,7 +71,7 @@ def test_human_output_shorter_input_and_one_channel_layout(tmp_path, onnx_path, 
     assert "3 sequence(s), pre=4 aft=3 with onnxruntime on cpu (batch 1)" in r.output
     assert np.load(out).shape == (3, 3, 1, 16, 16)
     with Image.open(tmp_path / "g.gif") as im:
-        assert im.n_frames == 7 and im.size == (128, 2 * 128 + 2)  # no truth row
+        assert im.n_frames == 7 and im.size == (64 + 128, 2 * 128 + 2)  # no truth row
 
 
 def test_png_folder_input(tmp_path, onnx_path, frames):

@@ -12,7 +12,7 @@ import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
 ORDER = ["model", "export", "calibration", "engine", "runtime"]
-UTIL = {"errors", "io", "metrics", "__init__"}
+UTIL = {"errors", "io", "metrics", "checks", "__init__"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -273,6 +273,16 @@ def load_ranges(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def _difference(doc: dict[str, Any], model: Any) -> str:
+    """What separates the ranges file's graph from ``model``: warp, batch mode, graph kind, config or weights."""
+    theirs, ours = doc.get("metadata") or {}, metadata_from_proto(model)
+    diffs = [f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in ("warp", "batch_mode", "graph")
+             if theirs.get(k) != ours.get(k)]
+    a, b = theirs.get("config") or {}, ours.get("config") or {}
+    diffs += [f"config {k} {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(diffs[:3]) if diffs else "same configuration and warp but different weights (another checkpoint)"
+
+
 def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges file") -> None:
     """Refuse ranges made on another model/graph (fingerprint) or lacking tensors this graph quantizes."""
     fp = fingerprint(model)
@@ -284,11 +294,8 @@ def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges fil
                 "differ, so they are two different models; re-run gmg-calibrate on this graph (or export with "
                 f"--warp-gate {doc_gate})"
             )
-        cfg = doc.get("metadata", {}).get("config", {})
-        raise CalibrationError(
-            f"{where} was calibrated on another model (fingerprint {doc.get('fingerprint')} != {fp}, "
-            f"arch {cfg.get('arch')}, in_shape {cfg.get('in_shape')}); re-run gmg-calibrate on this model"
-        )
+        raise CalibrationError(f"{where} was calibrated on a different graph: {_difference(doc, model)}; "
+                               "re-run gmg-calibrate on the model and graph you quantize")
     missing = [t for t in quantizable_inputs(model) if t not in doc.get("tensors", {})]
     if missing:
         raise CalibrationError(

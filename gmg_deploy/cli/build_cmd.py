@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import click
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Engine file (.plan) to write.")
 @click.option("--min-batch", type=int, default=None,

@@ -13,24 +13,30 @@ model's input units (``.npy`` or ``.npz``).
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 import numpy as np
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
-                         warp_gate: str = "auto"):
-    """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file."""
+                         warp_gate: str = "auto", **load_options: Any):
+    """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file.
+
+    ``load_options`` go to :func:`load_checkpoint` (``trust_checkpoint``, ``config_file``, ``in_shape``).
+    """
     if (ckpt is None) == (onnx_path is None):
         raise InputError("give exactly one of --ckpt or --onnx")
     if onnx_path is not None:
         from gmg_deploy.export.metadata import warp_gate_of
 
+        if any(v for v in load_options.values()):
+            raise InputError("--trust-checkpoint/--config-file/--in-shape describe a checkpoint; use them with --ckpt")
         proto, meta = load_graph(onnx_path)
         if warp_gate != "auto" and warp_gate != warp_gate_of(meta):
             raise InputError(f"--warp-gate {warp_gate}: {onnx_path} was exported with warp-gate layout "
@@ -39,11 +45,16 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
     from gmg_deploy.export import build_proto
     from gmg_deploy.model import load_checkpoint
 
-    return build_proto(load_checkpoint(ckpt, warp_gate=warp_gate), graph="step", batch_mode=batch_mode)
+    return build_proto(load_checkpoint(ckpt, warp_gate=warp_gate, **load_options), graph="step",
+                       batch_mode=batch_mode)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(dir_okay=False), help="OpenSTL checkpoint (.ckpt/.pth) to export and calibrate.")
+@click.option("--trust-checkpoint", is_flag=True, help="With --ckpt: allow arbitrary pickled objects (runs code; trusted files only).")
+@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
+              help="With --ckpt: OpenSTL config for a bare state dict (parsed, never executed).")
+@click.option("--in-shape", default=None, help="With --ckpt: T,C,H,W of one sequence (overrides the checkpoint).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 step graph from gmg-export instead.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Calibration sequences (N,T,C,H,W) .npy/.npz.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ranges file to write (JSON).")
@@ -60,15 +71,16 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @one_line_errors
-def main(ckpt, onnx_path, data, output, method, max_sequences, batch_size, batch_mode, keep_float, warp_gate, force,
-         as_json):
+def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output, method, max_sequences, batch_size,
+         batch_mode, keep_float, warp_gate, force, as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
     from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
     from gmg_deploy.export.metadata import warp_gate_of
 
     out = check_output_path(output, force=force)
     frames = load_sequences(data, max_sequences, batch_size)
-    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode, warp_gate)
+    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode, warp_gate, trust_checkpoint=trust_checkpoint,
+                                 config_file=config_file, in_shape=parse_in_shape(in_shape))
     say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
     keep = keep_float if keep_float in ("default", "none") else [k.strip() for k in keep_float.split(",") if k.strip()]
     if isinstance(keep, list):

@@ -13,15 +13,16 @@ import sys
 
 import click
 
-from gmg_deploy.cli.precision_common import load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Sequences (N,T,C,H,W) .npy/.npz.")
 @click.option("--max-sequences", type=int, default=None, help="Use at most N sequences.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Sequences per ONNX Runtime call (more: faster, more memory).")
 @click.option("--no-emulate", is_flag=True, help="Run an FP16 graph in ORT as is (ORT CPU upcasts; understates error).")
 @click.option("--check", is_flag=True, help="Exit 1 if the SSIM drop exceeds the precision's limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")

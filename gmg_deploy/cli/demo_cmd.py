@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 
 
 def _say(msg: str) -> None:
@@ -186,7 +186,7 @@ def metrics_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="gmg-demo-out", show_default=True,
               help="Folder for the ONNX graphs, predictions, metrics and GIF (created if missing; "
                    "earlier demo files in it are replaced).")

@@ -6,9 +6,12 @@ import json
 
 import click
 
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@one_line_errors
 def main(as_json: bool) -> None:
     """Report what this machine can run."""
     from gmg_deploy.engine.environment import environment_report, format_report

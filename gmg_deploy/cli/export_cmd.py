@@ -17,28 +17,17 @@ import json
 import click
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.precision_common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import InputError
-
-
-def _parse_shape(value: str | None) -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        shape = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--in-shape {value!r} is not four integers T,C,H,W (e.g. 20,1,64,64)") from None
-    if len(shape) != 4:
-        raise InputError(f"--in-shape {value!r} has {len(shape)} values; give T,C,H,W (e.g. 20,1,64,64)")
-    return shape
 
 
 def _human(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
               help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file). "
                    "Default: the demo model shipped with gmg-deploy.")

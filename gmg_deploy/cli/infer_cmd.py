@@ -11,7 +11,8 @@ import click
 import numpy as np
 
 from gmg_deploy.cli.model_options import warp_gate_option
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
 
@@ -28,6 +29,22 @@ def _parse_thresholds(text: str | None) -> list[float]:
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
+
+
+def _open_forecaster(engine: str, input_path: str, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
+    """Open the engine with no more slots than the input has streams (unless the engine's batch is fixed)."""
+    from gmg_deploy.errors import GMGError
+    from gmg_deploy.runtime.forecaster import Forecaster
+    from gmg_deploy.runtime.inputs import count_sequences
+
+    streams = count_sequences(input_path)
+    slots = batch_size if streams is None or streams < 1 else min(batch_size, streams)
+    try:
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=slots, **kwargs)
+    except GMGError:
+        if slots == batch_size:
+            raise
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
 
 
 def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
@@ -57,7 +74,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
     return out
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--engine", "engine", required=True, metavar="PATH",
               help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
 @click.option("--input", "input_path", required=True, metavar="FRAMES",
@@ -79,11 +96,14 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
 @warp_gate_option
+@click.option("--clip", is_flag=True,
+              help="Clip predictions to [0, 1] before saving and scoring (default: as the model outputs them, "
+                   "which may fall outside the input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, warp_gate, as_json, force) -> None:
+         config_file, trust_checkpoint, warp_gate, clip, as_json, force) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -92,7 +112,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force, warp_gate)
+                    device, config_file, trust_checkpoint, force, warp_gate, clip=clip)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
@@ -100,7 +120,9 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
                f"{summary['backend']} on {summary['device']} (batch {summary['batch_size']}): "
                f"{summary['seconds']:.2f} s, {summary['steps_per_s']:.1f} stream-steps/s; "
                f"warp gate {summary['warp_gate']}")
-    click.echo(f"predictions -> {summary['out']}")
+    lo, hi = summary["range"]
+    click.echo(f"predictions -> {summary['out']} (values {lo:.3g}..{hi:.3g}, "
+               f"{'clipped to [0, 1]' if summary['clipped'] else 'not clipped; --clip clips them to [0, 1]'})")
     if summary.get("gif"):
         click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
                    f"-> {summary['gif']}")
@@ -109,7 +131,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
 
 def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force, warp_gate="auto") -> dict[str, Any]:
+          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False) -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
     from gmg_deploy.runtime.metrics import all_metrics
@@ -130,7 +152,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     elif config_file or trust_checkpoint or warp_gate != "auto":
         raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
                          "an exported graph or engine carries its warp-gate layout")
-    fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+    fc = _open_forecaster(engine, input_path, batch_size, kind, dev, kwargs)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre
@@ -145,13 +167,17 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     t0 = time.perf_counter()
     preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
     seconds = time.perf_counter() - t0
+    check_finite_frames(preds, f"predictions of {engine}", "check the model's weights and precision")
+    if clip:
+        np.clip(preds, 0.0, 1.0, out=preds)
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
         "engine": str(engine), "backend": fc.backend, "device": str(fc.device), "batch_size": fc.batch_size,
         "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
-        "out": str(out_path), "shape": list(preds.shape),
+        "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),
+        "range": [float(preds.min()), float(preds.max())],
     }
     if metrics:
         summary["metrics"] = all_metrics(preds, truth, thresholds)

@@ -10,18 +10,79 @@ import click
 from gmg_deploy.errors import GMGError
 
 
+def _say_error(msg: str) -> None:
+    click.echo("error: " + " ".join(str(msg).split()), err=True)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line, exit status 130 (128 + SIGINT), whatever was running."""
+    _say_error("interrupted")
+    sys.exit(130)
+
+
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn``; a :class:`GMGError` becomes ``error: <msg>`` (one line) on stderr and exit status 2."""
+    """Run ``fn``; a :class:`GMGError` becomes ``error: <msg>`` (one line) on stderr and exit status 2.
+
+    Ctrl-C becomes ``error: interrupted`` and exit status 130.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except GMGError as e:
-            click.echo("error: " + " ".join(str(e).splitlines()), err=True)
+            _say_error(str(e))
             sys.exit(2)
+        except KeyboardInterrupt:
+            _interrupted()
 
     return wrapper
+
+
+class OneLineCommand(click.Command):
+    """A click command whose own usage errors are ``error: <one line>`` with exit status 2, like ours.
+
+    Use as ``@click.command(cls=OneLineCommand, ...)``; ``--help`` and the command's own exits are unchanged.
+    """
+
+    def __init__(self, name: str | None, *args: Any, **kwargs: Any) -> None:
+        callback = kwargs.get("callback")
+        module = getattr(callback, "__module__", "") or ""
+        if module == "__main__":  # python -m gmg_deploy.cli.export_cmd
+            module = str(getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", ""))
+        if name in (None, "main") and module.startswith("gmg_deploy.cli.") and module.endswith("_cmd"):
+            name = "gmg-" + module.rsplit(".", 1)[1][: -len("_cmd")]  # gmg_deploy.cli.export_cmd -> gmg-export
+        super().__init__(name, *args, **kwargs)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        prog_name = prog_name or self.name
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:  # UsageError, BadParameter, NoSuchOption, FileError, ...
+            name = (e.ctx.command_path if getattr(e, "ctx", None) is not None else None) or prog_name or self.name
+            _say_error(f"{name}: {e.format_message()} (see {name} --help)")
+            sys.exit(2)
+        except (click.Abort, KeyboardInterrupt):
+            _interrupted()
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def parse_in_shape(value: str | None) -> list[int] | None:
+    """``--in-shape T,C,H,W`` -> four integers (None when not given)."""
+    from gmg_deploy.errors import InputError
+
+    if value is None:
+        return None
+    try:
+        shape = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--in-shape {value!r} is not four integers T,C,H,W (e.g. 20,1,64,64)") from None
+    if len(shape) != 4:
+        raise InputError(f"--in-shape {value!r} has {len(shape)} values; give T,C,H,W (e.g. 20,1,64,64)")
+    return shape
 
 
 def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
@@ -47,4 +108,10 @@ def load_graph(path: str) -> tuple[Any, dict[str, Any]]:
         proto = onnx.load(path)
     except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
         raise MetadataError(f"{path} is not a readable ONNX model") from None
-    return proto, metadata_from_proto(proto, path)
+    meta = metadata_from_proto(proto, path)
+    from onnx import numpy_helper
+
+    from gmg_deploy.checks import check_finite_tensors
+
+    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), path)
+    return proto, meta

@@ -56,7 +56,7 @@ class Comparison:
                 row += f" {self.ssim_ref_vs_truth[k]:>8.4f} {self.ssim_cand_vs_truth[k]:>8.4f} {self.ssim_drop[k]:>9.2e}"
             lines.append(row)
         if self.passed is not None:
-            worst = max(self.ssim_drop) if self.ssim_drop is not None else None
+            worst = float(np.max(self.ssim_drop)) if self.ssim_drop is not None else None
             lines.append(
                 f"worst SSIM drop {worst:.2e} vs limit {self.limit:g}: {'PASS' if self.passed else 'FAIL'}"
             )
@@ -108,7 +108,8 @@ def compare_graphs(
     limit = SSIM_DROP_LIMITS.get(precision)
     passed = None
     if truth is not None and limit is not None:
-        passed = bool(max(metrics["ssim_drop"]) <= limit)
+        drops = np.asarray(metrics["ssim_drop"], dtype=np.float64)
+        passed = bool(np.isfinite(drops).all() and drops.max() <= limit)  # a NaN is never a PASS
     na, nb = names or (str(reference) if isinstance(reference, (str, Path)) else "A",
                        str(candidate) if isinstance(candidate, (str, Path)) else "B")
     return Comparison(

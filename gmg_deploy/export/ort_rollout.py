@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gmg_deploy.checks import check_finite_frames, check_not_8bit_floats, check_numpy_file
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, metadata_from_proto
 
@@ -42,6 +43,7 @@ def check_frames(frames: np.ndarray, meta: dict[str, Any], where: str = "data") 
         )
     if not np.issubdtype(a.dtype, np.floating):
         raise InputError(f"{where} has dtype {a.dtype}; give float frames in the model's input units")
+    check_finite_frames(a, where)
     return a.astype(np.float32, copy=False)
 
 
@@ -118,6 +120,7 @@ def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} file {p} does not exist")
+    check_numpy_file(p, f"{what} file")
     try:
         obj = np.load(p, allow_pickle=False)
     except (ValueError, OSError):
@@ -131,4 +134,6 @@ def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
         a = a[None]
     if a.ndim != 5:
         raise InputError(f"{what} file {p} holds shape {a.shape}; expected (N, T, C, H, W) sequences")
+    check_finite_frames(a, f"{what} file {p}")
+    check_not_8bit_floats(a, f"{what} file {p}")
     return a

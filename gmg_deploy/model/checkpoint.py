@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from gmg_deploy.checks import check_finite_tensors
 from gmg_deploy.errors import CheckpointError, ConfigError
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.model.network import RecurrentPredictor
@@ -58,12 +60,11 @@ def read_checkpoint_file(path: str | Path, *, trust_checkpoint: bool = False) ->
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e)
-        if "Unsupported global" in msg or "not an allowed global" in msg:
-            glob = _unsupported_global(msg)
+        glob = _unsupported_global(str(e))
+        if glob is not None:
             raise CheckpointError(
-                f"checkpoint {p} needs {glob or 'non-tensor objects'} to load, which could run code; "
-                "if you trust its source, pass trust_checkpoint=True (CLI: --trust-checkpoint)"
+                f"checkpoint {p} would run code when loaded: its pickle calls the global {glob}, which is not a "
+                "tensor or array; refused. If you trust its source, pass trust_checkpoint=True (CLI: --trust-checkpoint)"
             ) from None
         raise CheckpointError(_not_a_checkpoint(p)) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, AttributeError, ImportError,
@@ -74,14 +75,9 @@ def read_checkpoint_file(path: str | Path, *, trust_checkpoint: bool = False) ->
 
 
 def _unsupported_global(msg: str) -> str | None:
-    for token in msg.replace("`", " ").split():
-        if token.startswith("GLOBAL"):
-            continue
-        if "." in token and token[0].isalpha() and not token.endswith(".") and "(" not in token:
-            if token.startswith(("torch.serialization", "https", "http", "torch.load", "weights_only")):
-                continue
-            return token.rstrip(",;:")
-    return None
+    """The global named in torch's weights_only refusal (``posix.system``, ``eval``), or None."""
+    m = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*)", msg)
+    return m.group(1).rstrip(".") if m else None
 
 
 def _not_a_checkpoint(p: Path) -> str:
@@ -195,6 +191,7 @@ def load_checkpoint(
         )
     model = RecurrentPredictor(config, warp=warp)
     check_state_dict(model, sd, where)
+    check_finite_tensors(((k, v.detach().float().numpy()) for k, v in sd.items() if v.is_floating_point()), where)
     model.load_state_dict(sd, strict=True)
     hp = hparams or {}
     model.test_mean = _as_numpy(hp.get("test_mean"))

@@ -8,7 +8,7 @@ import torch
 
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.model.network import state_shapes
-from gmg_deploy.runtime.buffers import BufferSet, allocate_sets, torch_dtype
+from gmg_deploy.runtime.buffers import BufferSet, allocate_sets, check_buffer_budget, torch_dtype
 
 
 class StepBackend(ABC):
@@ -31,9 +31,10 @@ class StepBackend(ABC):
         frame = (self.batch_size, C, H, W)
         self.io_dtype = torch_dtype(io_dtype)
         self.state_dtype = torch_dtype(state_dtype)
+        shapes = state_shapes(self.config, self.batch_size)
+        check_buffer_budget(frame, shapes, device=self.device, io_dtype=self.io_dtype, state_dtype=self.state_dtype)
         self.sets = allocate_sets(
-            frame, state_shapes(self.config, self.batch_size), device=self.device,
-            io_dtype=self.io_dtype, state_dtype=self.state_dtype,
+            frame, shapes, device=self.device, io_dtype=self.io_dtype, state_dtype=self.state_dtype,
         )
         self.frame_in = torch.zeros(frame, dtype=self.io_dtype, device=self.device)
 

@@ -7,11 +7,15 @@ and no state is copied: the set that a step wrote becomes the next step's input.
 """
 from __future__ import annotations
 
+import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
+
+from gmg_deploy.errors import InputError
 
 #: How many buffer sets a backend holds (observed state + two for ping-pong).
 NUM_SETS = 3
@@ -36,6 +40,56 @@ class BufferSet:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.pred, *self.state.values()]
+
+
+#: Environment variable overriding the memory budget for buffers (MiB).
+BUDGET_ENV = "GMG_MEMORY_BUDGET_MB"
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the streaming buffers may take: ``$GMG_MEMORY_BUDGET_MB``, else a quarter of the memory now
+    available on ``device`` (the engine's own working memory grows with the batch as well)."""
+    env = os.environ.get(BUDGET_ENV)
+    if env:
+        try:
+            return int(float(env) * 2**20)
+        except ValueError:
+            raise InputError(f"{BUDGET_ENV}={env!r} is not a number of MiB") from None
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _human(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
+
+
+def check_buffer_budget(frame_shape: Sequence[int], state_shapes: Mapping[str, Sequence[int]], *,
+                        device: torch.device, io_dtype: torch.dtype, state_dtype: torch.dtype) -> int:
+    """Bytes of the buffers for this batch (``NUM_SETS`` sets + the staging frame); refuse over budget."""
+    def nbytes(shape: Sequence[int], dtype: torch.dtype) -> int:
+        return math.prod(int(d) for d in shape) * torch.empty((), dtype=dtype).element_size()
+
+    per_set = nbytes(frame_shape, io_dtype) + sum(nbytes(s, state_dtype) for s in state_shapes.values())
+    need = NUM_SETS * per_set + nbytes(frame_shape, io_dtype)
+    budget = memory_budget(device)
+    if need > budget:
+        batch = max(int(frame_shape[0]), 1)
+        fits = max(budget * batch // need, 0)
+        source = f"${BUDGET_ENV}" if os.environ.get(BUDGET_ENV) else "a quarter of the available memory"
+        raise InputError(
+            f"batch size {batch} needs {_human(need)} of stream buffers on {device} ({_human(need // batch)} per "
+            f"stream), over the budget of {_human(budget)} ({source}); use --batch-size {fits} or less"
+        )
+    return need
 
 
 def allocate_sets(

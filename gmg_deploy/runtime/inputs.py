@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gmg_deploy.checks import check_finite_frames, check_not_8bit_floats, check_numpy_file
 from gmg_deploy.errors import InputError
 
 
@@ -24,6 +25,7 @@ def _as_float(a: np.ndarray, where: str) -> np.ndarray:
 
 
 def _read_array(p: Path) -> np.ndarray:
+    check_numpy_file(p, "input")
     try:
         if p.suffix.lower() == ".npz":
             with np.load(p, allow_pickle=False) as z:
@@ -66,6 +68,34 @@ def _read_png_folder(p: Path, channels: int) -> np.ndarray:
     return np.stack(frames)[None]  # (1, T, C, H, W)
 
 
+def count_sequences(path: str | Path) -> int | None:
+    """How many sequences ``path`` holds, read from the array header only; None when unknown."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return 1
+        if p.suffix.lower() == ".npy":
+            a = np.load(p, mmap_mode="r", allow_pickle=False)
+            return int(a.shape[0]) if a.ndim in (4, 5) else None
+        if p.suffix.lower() == ".npz":
+            import zipfile
+
+            with zipfile.ZipFile(p) as z:
+                names = [n for n in z.namelist() if n.endswith(".npy")]
+                name = "frames.npy" if "frames.npy" in names else (names[0] if len(names) == 1 else None)
+                if name is None:
+                    return None
+                with z.open(name) as fh:
+                    fmt = np.lib.format
+                    version = fmt.read_magic(fh)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape = read(fh)[0]
+            return int(shape[0]) if len(shape) in (4, 5) else None
+    except Exception:  # any unreadable file: load_frames reports it properly later
+        return None
+    return None
+
+
 def load_frames(path: str | Path, frame_shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """-> float32 ``(N, T, C, H, W)``; checks ``(C,H,W)`` against ``frame_shape`` and that values are finite."""
     p = Path(path)
@@ -79,8 +109,12 @@ def load_frames(path: str | Path, frame_shape: tuple[int, int, int] | None = Non
         raise InputError(f"input {p.name}: give a .npy/.npz array (N,T,C,H,W) or a folder of PNG frames")
     if arr.ndim == 4 and (frame_shape is None or frame_shape[0] == 1):
         arr = arr[:, :, None]
+    if arr.ndim == 4 and frame_shape is not None:
+        raise InputError(f"input {p.name} has shape {tuple(arr.shape)}, one channel per frame (N,T,H,W), but the "
+                         f"model takes C={frame_shape[0]} channels; give (N,T,{frame_shape[0]},H,W) frames")
     if arr.ndim != 5:
         raise InputError(f"input {p.name} has shape {tuple(arr.shape)}; expected (N,T,C,H,W) or (N,T,H,W)")
+    check_not_8bit_floats(arr, f"input {p.name}")
     arr = _as_float(arr, f"input {p.name}")
     if frame_shape is not None and tuple(arr.shape[2:]) != tuple(frame_shape):
         raise InputError(
@@ -88,7 +122,5 @@ def load_frames(path: str | Path, frame_shape: tuple[int, int, int] | None = Non
         )
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(f"input {p.name} holds no frames (shape {tuple(arr.shape)})")
-    if not np.isfinite(arr).all():
-        n, t = (int(i) for i in np.argwhere(~np.isfinite(arr))[0][:2])
-        raise InputError(f"input {p.name} holds NaN or infinite values (sequence {n}, frame {t}); clean the data")
+    check_finite_frames(arr, f"input {p.name}")
     return arr
