@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.precision_common import one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
@@ -79,9 +80,10 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@ort_options(default_threads=None)
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, as_json, force) -> None:
+         config_file, trust_checkpoint, as_json, force, threads=None, no_spin=False) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -90,7 +92,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force)
+                    device, config_file, trust_checkpoint, force, threads, no_spin)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
@@ -106,7 +108,7 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
 
 def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force) -> dict[str, Any]:
+          config_file, trust_checkpoint, force, threads=None, no_spin=False) -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
     from gmg_deploy.runtime.metrics import all_metrics
@@ -126,6 +128,10 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
             kwargs["config_file"] = config_file
     elif config_file or trust_checkpoint:
         raise InputError("--config-file/--trust-checkpoint apply to checkpoints (.ckpt/.pth) only")
+    if kind == "onnxruntime":
+        kwargs = {"threads": threads, "spin": not no_spin}
+    elif threads is not None or no_spin:
+        raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
     fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
