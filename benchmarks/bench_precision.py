@@ -128,10 +128,10 @@ def main() -> None:
     print(f"CPU: {hw_peak.describe(info)}")
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min load average, {info['cpus']} CPUs)")
     peak = hw_peak.fma_peak(args.threads)
-    derived = hw_peak.derived_peak(info)
+    derived = hw_peak.derived_peak(info) * args.threads / info["cpus"]
     gemm = hw_peak.gemm_rate(args.threads)
     print(f"FP32 peak, {args.threads} thread(s): FMA-bound C kernel {peak:.1f} GFLOP/s (measured, used below); "
-          f"cores x nominal clock x 2 FMA units x lanes x 2 = {derived:.1f} GFLOP/s ({info['cpus']} cores); "
+          f"cores x nominal clock x 2 FMA units x lanes x 2 = {derived:.1f} GFLOP/s ({args.threads} core(s)); "
           f"torch.mm 2048^3 {gemm:.1f} GFLOP/s")
     print(f"ORT {ort.__version__} CPU, {args.threads} intra-op thread(s), spin {'off' if args.no_spin else 'on'}, "
           f"{args.repeats} interleaved rounds; ms = median, ratio = median of per-round ratios vs fp32")
