@@ -191,7 +191,7 @@ def test_threads_and_spin_options(cpu_graphs, tmp_path, motionrnn_ckpt):
 
 
 def test_demo_model_cpu_target_within_half_the_limit():
-    """Demo model, 16 train-split calibration rollouts, 16 held-out sequences: measured drop ~4e-4."""
+    """Demo model, 16 train-split calibration rollouts, 16 held-out sequences: measured worst drop 3.2e-3."""
     from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset
     from gmg_deploy.export import build_proto
     from gmg_deploy.model.checkpoint import load_checkpoint
