@@ -6,7 +6,9 @@ shared by all its quantized readers); weights stored as int8 initializers with a
 DequantizeLinear (Conv: axis 0 of (Cout, Cin, k, k); ConvTranspose: axis 1 of (Cin, Cout, k, k); MatMul
 ``(K, N)`` and Gemm without transB: axis 1; Gemm with transB: axis 0). Biases, the warp (GridSample and
 its coordinates), Softmax, sigmoid/tanh gates and all elementwise arithmetic stay float. The result runs
-in ONNX Runtime CPU (DQ then float op) and in TensorRT (fused int8 kernels).
+in ONNX Runtime CPU (DQ then float op, slower than FP32) and in TensorRT (fused int8 kernels). This is
+``target="tensorrt"``; ``target="cpu"`` (:mod:`gmg_deploy.calibration.qdq_cpu`) is the layout ORT CPU runs
+with integer kernels.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 from gmg_deploy.calibration.ranges import QUANT_OPS, CalibrationError, check_ranges_match, quantizable_inputs
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
 
+TARGETS = ("tensorrt", "cpu")
 QMAX = 127
 
 
@@ -49,12 +52,14 @@ def quantize_graph(
     skip_softmax_operands: bool = True,
     keep_float: Iterable[str] = (),
     where: str = "ranges file",
+    target: str = "tensorrt",
 ) -> Any:
     """Return an INT8 Q/DQ copy of the FP32 graph ``model`` using calibrated ``ranges`` (a ranges document).
 
     ``skip_softmax_operands`` leaves attention-probability inputs of MatMul (a Softmax output: values in
     [0, 1], mostly far below one int8 step) in float. ``keep_float`` names nodes (e.g. from the ranges
     file's sensitivity analysis) that stay entirely float: no Q/DQ on their activation or weight.
+    ``target``: ``"tensorrt"`` (this module's symmetric layout) or ``"cpu"`` (ORT CPU integer kernels).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -62,7 +67,14 @@ def quantize_graph(
     meta = metadata_from_proto(model)
     if meta.get("precision", "fp32") != "fp32":
         raise CalibrationError(f"INT8 quantization needs the FP32 graph; this one is {meta['precision']}")
+    if target not in TARGETS:
+        raise CalibrationError(f"INT8 target {target!r} is unknown; choose one of {', '.join(TARGETS)}")
     check_ranges_match(ranges, model, where)
+    if target == "cpu":
+        from gmg_deploy.calibration.qdq_cpu import quantize_graph_cpu
+
+        return quantize_graph_cpu(model, ranges, skip_softmax_operands=skip_softmax_operands,
+                                  keep_float=keep_float, where=where)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -144,6 +156,7 @@ def quantize_graph(
         "method": ranges.get("method"),
         "fingerprint": ranges.get("fingerprint"),
         "sequences": ranges.get("sequences"),
+        "target": "tensorrt",
         "activations_quantized": n_act,
         "weights_quantized": n_w,
         "float_softmax_operands": len(skipped),

@@ -13,6 +13,10 @@ Ranges file (JSON, ``format: gmg-deploy-ranges``, ``version: 1``): ``method``, `
 the model configuration, graph kind, warp, warp-gate layout, batch mode and weights), ``metadata`` (the graph's), counts,
 and ``tensors``: name -> ``{"amax", "min", "max", "kind": "activation"|"state"|"input"}``, with
 ``per_step_amax`` for state inputs; ``keep_float``: nodes the Q/DQ pass leaves in float (editable).
+Outputs of Conv/MatMul/Gemm are observed too (``"quantized_output": true``): the ``cpu`` Q/DQ target
+quantizes them (unsigned, asymmetric); a file without them still serves the ``tensorrt`` target. An
+asymmetric range is :func:`asymmetric_range`: ``[min, max]`` clipped to ``[-amax, amax]``, so the
+method's clipping carries over to both sides.
 
 Nodes kept in float by default (:func:`default_keep_float`), both tiny in FLOPs, found by a per-node
 sensitivity sweep on the demo model (quantizing only that node): the motion GRU's ``update``/``reset``/
@@ -76,6 +80,23 @@ def quantizable_inputs(model: Any) -> list[str]:
             if t and t not in inits and t not in consts and t not in out:
                 out.append(t)
     return out
+
+
+#: Ops whose outputs the ``cpu`` target quantizes (ORT fuses DQ -> op -> Q into QLinearConv/QLinearMatMul/QGemm).
+OUTPUT_QUANT_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def quantizable_outputs(model: Any) -> list[str]:
+    """Names of the outputs of Conv/MatMul/Gemm nodes (the ``cpu`` target's extra quantized tensors)."""
+    return [n.output[0] for n in model.graph.node if n.op_type in OUTPUT_QUANT_OPS]
+
+
+def asymmetric_range(entry: dict[str, Any]) -> tuple[float, float]:
+    """``(lo, hi)`` for an unsigned asymmetric quantizer: observed min/max clipped to the method's
+    ``amax``, widened to include 0 (a zero point must represent 0 exactly)."""
+    a = float(entry["amax"])
+    lo, hi = max(float(entry["min"]), -a), min(float(entry["max"]), a)
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 _LAYOUT = ("Reshape", "Transpose", "DepthToSpace", "Identity", "Cast", "Squeeze", "Unsqueeze")
@@ -208,7 +229,9 @@ def collect_ranges(
     if frames.shape[0] < 1:
         raise CalibrationError("calibration data holds no sequences")
     acts = quantizable_inputs(model)
-    watch = acts + [n for n in meta["inputs"] if n not in acts]
+    all_outs = set(quantizable_outputs(model))
+    outs = [o for o in quantizable_outputs(model) if o not in acts]
+    watch = acts + outs + [n for n in meta["inputs"] if n not in acts]
     graph_inputs = set(meta["inputs"])
     extra = [n for n in watch if n not in graph_inputs]
     session = make_session(_instrument(model, extra))
@@ -237,6 +260,8 @@ def collect_ranges(
         kind = "state" if k.startswith(STATE_IN) else ("input" if k in graph_inputs else "activation")
         entry = {"amax": amax[k], "min": stats.min[k], "max": stats.max[k], "kind": kind,
                  "quantized_input": k in acts}
+        if k in all_outs:
+            entry["quantized_output"] = True
         if k in stats.per_step:
             entry["per_step_amax"] = [stats.per_step[k][t] for t in sorted(stats.per_step[k])]
         tensors[k] = entry

@@ -35,6 +35,9 @@ def main(model, output, min_batch, opt_batch, max_batch, workspace_mib, timing_c
     from gmg_deploy.io import atomic_write_bytes, check_output_path
 
     meta = read_metadata(model)
+    from gmg_deploy.export.trt_lint import refuse_cpu_int8
+
+    refuse_cpu_int8(meta, model)
     rng = batch_range(meta, min_batch, opt_batch, max_batch)
     if workspace_mib is not None and workspace_mib < 1:
         raise BuildError(f"--workspace={workspace_mib} MiB must be >= 1")

@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors
 
 
@@ -26,8 +27,9 @@ from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_seq
 @click.option("--no-emulate", is_flag=True, help="Run an FP16 graph in ORT as is (ORT CPU upcasts; understates error).")
 @click.option("--check", is_flag=True, help="Exit 1 if the SSIM drop exceeds the precision's limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
+@ort_options(default_threads=1)
 @one_line_errors
-def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json):
+def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json, threads, no_spin):
     """Compare graph CANDIDATE against graph REFERENCE per forecast step."""
     from gmg_deploy.export.accuracy import compare_graphs
     from gmg_deploy.export.precision_fp16 import emulate_fp16
@@ -39,7 +41,8 @@ def main(reference, candidate, data, max_sequences, batch_size, no_emulate, chec
         if meta.get("precision") == "fp16" and not no_emulate:
             proto = emulate_fp16(proto)
         protos.append(proto)
-    cmp = compare_graphs(protos[0], protos[1], frames, batch_size=batch_size, names=(reference, candidate))
+    cmp = compare_graphs(protos[0], protos[1], frames, batch_size=batch_size, names=(reference, candidate),
+                         threads=threads, spin=not no_spin)
     cmp.extra["fp16_evaluation"] = "as-is" if no_emulate else "emulated (FP16 storage between ops)"
     click.echo(cmp.to_json() if as_json else cmp.table())
     if check and cmp.passed is False:

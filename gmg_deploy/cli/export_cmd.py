@@ -92,7 +92,8 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_
                             arch=arch, warp=warp, warp_gate=warp_gate, trust_checkpoint=trust_checkpoint)
     transform = None
     if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
-        say(f"converting to {prec['precision']}...")
+        say(f"converting to {prec['precision']}"
+            + (f" (target {prec['target']})" if prec['precision'] == 'int8' else "") + "...")
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
                        progress=say, transform=transform)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import numpy as np
 
+from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.model_options import warp_gate_option
 from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
@@ -101,9 +102,10 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
                    "which may fall outside the input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@ort_options(default_threads=None)
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, warp_gate, clip, as_json, force) -> None:
+         config_file, trust_checkpoint, warp_gate, clip, as_json, force, threads=None, no_spin=False) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -112,7 +114,8 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
     Outputs are written atomically; input or option errors print one line and exit with code 2.
     """
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force, warp_gate, clip=clip)
+                    device, config_file, trust_checkpoint, force, warp_gate, clip=clip, threads=threads,
+                    no_spin=no_spin)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
@@ -131,7 +134,8 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
 
 def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False) -> dict[str, Any]:
+          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False, threads=None,
+          no_spin=False) -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
     from gmg_deploy.runtime.metrics import all_metrics
@@ -152,6 +156,10 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     elif config_file or trust_checkpoint or warp_gate != "auto":
         raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
                          "an exported graph or engine carries its warp-gate layout")
+    if kind == "onnxruntime":
+        kwargs = {"threads": threads, "spin": not no_spin}
+    elif threads is not None or no_spin:
+        raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
     fc = _open_forecaster(engine, input_path, batch_size, kind, dev, kwargs)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)

@@ -1,6 +1,6 @@
 """``gmg-export`` precision options and the post-export pass they run (kept out of export_cmd on purpose).
 
-``--precision fp32|fp16|int8``, ``--calibration ranges.json`` (int8), ``--io-fp16`` and
+``--precision fp32|fp16|int8``, ``--calibration ranges.json`` and ``--target tensorrt|cpu`` (int8), ``--io-fp16`` and
 ``--state-dtype fp16|fp32`` (fp16). FP16 lives in :mod:`gmg_deploy.export.precision_fp16`; INT8 Q/DQ in
 :mod:`gmg_deploy.calibration.qdq` (the CLI sits above both stages, so export never imports calibration).
 """
@@ -13,11 +13,15 @@ import click
 
 from gmg_deploy.errors import InputError
 
-OPTIONS = ("precision", "calibration", "io_fp16", "state_dtype")
+OPTIONS = ("precision", "calibration", "io_fp16", "state_dtype", "target")
 
 
 def precision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the four precision options to a click command."""
+    """Add the precision options to a click command."""
+    fn = click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+                      help="INT8 layout: tensorrt (symmetric int8 Q/DQ on Conv/MatMul inputs, for gmg-build) or "
+                           "cpu (uint8 activations, int8 per-channel weights, outputs quantized too: ONNX Runtime "
+                           "CPU fuses QLinearConv/QLinearMatMul; not buildable with TensorRT).")(fn)
     fn = click.option("--state-dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
                       help="FP16 graphs: dtype of state_in.*/state_out.*.")(fn)
     fn = click.option("--io-fp16", is_flag=True, help="FP16 graphs: frame input/output in FP16 (default FP32, cast inside).")(fn)
@@ -30,8 +34,10 @@ def precision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def check_precision_options(precision: str, calibration: str | None, io_fp16: bool, state_dtype: str,
-                            graph: str = "step") -> None:
+                            graph: str = "step", target: str = "tensorrt") -> None:
     """Validate the combination before any long work starts."""
+    if precision != "int8" and target != "tensorrt":
+        raise InputError(f"--target {target} applies to --precision int8 only")
     if precision == "int8" and calibration is None:
         raise InputError("--precision int8 needs --calibration ranges.json (make it with gmg-calibrate)")
     if precision != "int8" and calibration is not None:
@@ -43,7 +49,7 @@ def check_precision_options(precision: str, calibration: str | None, io_fp16: bo
 
 
 def apply_precision(proto: Any, precision: str, calibration: str | None = None, io_fp16: bool = False,
-                    state_dtype: str = "fp32") -> Any:
+                    state_dtype: str = "fp32", target: str = "tensorrt") -> Any:
     """The FP32 export ``proto`` converted to ``precision`` (returned unchanged for fp32)."""
     if precision == "fp32":
         return proto
@@ -54,11 +60,11 @@ def apply_precision(proto: Any, precision: str, calibration: str | None = None, 
     from gmg_deploy.calibration.qdq import quantize_graph
     from gmg_deploy.calibration.ranges import load_ranges
 
-    return quantize_graph(proto, load_ranges(calibration), where=f"ranges file {calibration}")
+    return quantize_graph(proto, load_ranges(calibration), where=f"ranges file {calibration}", target=target)
 
 
 def convert_file(path: str | Path, precision: str, calibration: str | None = None, io_fp16: bool = False,
-                 state_dtype: str = "fp32") -> None:
+                 state_dtype: str = "fp32", target: str = "tensorrt") -> None:
     """Rewrite an exported FP32 ONNX file in place (atomically) at ``precision``."""
     if precision == "fp32":
         return
@@ -67,7 +73,7 @@ def convert_file(path: str | Path, precision: str, calibration: str | None = Non
     from gmg_deploy.io import atomic_write_bytes
 
     try:
-        proto = apply_precision(onnx.load(str(path)), precision, calibration, io_fp16, state_dtype)
+        proto = apply_precision(onnx.load(str(path)), precision, calibration, io_fp16, state_dtype, target)
     except Exception:
         Path(path).unlink(missing_ok=True)  # never leave an FP32 file where a reduced-precision one was asked
         raise

@@ -86,8 +86,11 @@ def compare_graphs(
     *,
     batch_size: int = 8,
     names: tuple[str, str] | None = None,
+    threads: int | None = 1,
+    spin: bool = True,
 ) -> Comparison:
-    """Forecast ``frames`` with both graphs (paths or ModelProtos) and compare them per step."""
+    """Forecast ``frames`` with both graphs (paths or ModelProtos) and compare them per step
+    (``threads``/``spin``: ONNX Runtime intra-op threads and spin-waiting, see ``make_session``)."""
     meta_a, meta_b = graph_metadata(reference), graph_metadata(candidate)
     gate_a, gate_b = warp_gate_of(meta_a), warp_gate_of(meta_b)
     if gate_a != gate_b:
@@ -100,8 +103,8 @@ def compare_graphs(
     frames = check_frames(frames, meta_a)
     cfg = meta_a["config"]
     pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
-    ref = rollout(make_session(reference), meta_a, frames, batch_size=batch_size)
-    cand = rollout(make_session(candidate), meta_b, frames, batch_size=batch_size)
+    ref = rollout(make_session(reference, threads, spin), meta_a, frames, batch_size=batch_size)
+    cand = rollout(make_session(candidate, threads, spin), meta_b, frames, batch_size=batch_size)
     truth = frames[:, pre : pre + aft] if frames.shape[1] >= pre + aft else None
     metrics = compare_predictions(ref, cand, truth)
     precision = meta_b.get("precision", "fp32")

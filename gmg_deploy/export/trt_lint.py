@@ -3,10 +3,12 @@
 The allowlist and restrictions follow onnx-tensorrt's ``docs/operators.md`` (operator support matrix of the
 10.x parser), plus this toolkit's own rules for deployable graphs: no control flow (``Loop``, ``If``,
 ``Scan``: graphs must be unrolled), no DOUBLE tensors. Q/DQ (added by a later precision stage) must have
-zero zero-points and constant scales; per-channel quantisation only on constant weights.
+zero zero-points and constant scales; per-channel quantisation only on constant weights. An INT8 graph
+whose metadata records ``calibration.target == "cpu"`` (the ONNX Runtime CPU layout) is refused outright.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,11 +154,39 @@ def _check_qdq(n: onnx.NodeProto, consts: dict, bad) -> None:
             bad(f"scale of rank {scale.ndim} without block_size is not supported")
 
 
+def refuse_cpu_int8(meta: dict[str, Any], where: str) -> None:
+    """Raise :class:`TensorRTCompatError` (one line) when ``meta`` describes an INT8 graph made for ORT CPU."""
+    if meta.get("precision") == "int8" and (meta.get("calibration") or {}).get("target") == "cpu":
+        raise TensorRTCompatError(
+            f"{where} is an INT8 graph for ONNX Runtime CPU (--target cpu: uint8 zero points); TensorRT needs "
+            "the symmetric layout: re-export with gmg-export --precision int8 --target tensorrt"
+        )
+
+
+def _gmg_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    from gmg_deploy.export.metadata import METADATA_KEY
+
+    for p in model.metadata_props:
+        if p.key == METADATA_KEY:
+            try:
+                meta = json.loads(p.value)
+            except json.JSONDecodeError:
+                return {}
+            return meta if isinstance(meta, dict) else {}
+    return {}
+
+
 def check_tensorrt_compat(model_or_path: Any, *, raise_on_error: bool = True) -> list[Finding]:
     """Lint a model (``onnx.ModelProto`` or path). Returns the findings; raises
     :class:`TensorRTCompatError` naming the first offending node when there are any and ``raise_on_error``."""
     model, where = _load(model_or_path)
     findings = lint(model)
+    try:
+        refuse_cpu_int8(_gmg_metadata(model), where)
+    except TensorRTCompatError as e:
+        if raise_on_error:
+            raise
+        findings.insert(0, Finding("graph", "metadata", str(e)))
     if findings and raise_on_error:
         more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
         raise TensorRTCompatError(f"{where}: {findings[0]}{more}; TensorRT 10/11 cannot build this graph")

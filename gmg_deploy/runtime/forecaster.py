@@ -89,7 +89,7 @@ class Forecaster:
 
         ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
         the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
-        ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``; for ``tensorrt``
+        ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
         ``cuda_graph``/``metadata_path``.
         """
         kind = pick_backend(path, backend)

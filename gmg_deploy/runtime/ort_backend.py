@@ -15,6 +15,7 @@ import torch
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, MetadataError, config_from_metadata, read_metadata
+from gmg_deploy.export.ort_rollout import session_options
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.torch_backend import resolve_device
 
@@ -49,6 +50,7 @@ class OrtBackend(StepBackend):
         batch_size: int = 1,
         io_binding: bool = True,
         threads: int | None = None,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -61,10 +63,8 @@ class OrtBackend(StepBackend):
         self.config = config_from_metadata(self.metadata)
         self.batch_mode = self.metadata.get("batch_mode", "invariant")
         self.device = resolve_device(device)
-        opts = ort.SessionOptions()
+        opts = session_options(threads, spin)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
         if self.device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise InputError(

@@ -1,0 +1,172 @@
+"""INT8 graph pass for ONNX Runtime CPU (``target="cpu"``): a Q/DQ layout ORT fuses into integer kernels.
+
+Layout (chosen by measurement, see README "INT8 on CPUs"): QDQ format (QOperator runs the same integer
+kernels - ORT fuses this graph into it - with no consistent speed difference measured, while the QDQ graph
+stays a standard ONNX graph that ``gmg-compare``/the lint read like the others); activations ``uint8``
+asymmetric per tensor (x86 integer GEMMs are u8 x s8; s8 x s8 takes a slow path), weights ``int8``
+symmetric per output channel, Conv/Gemm biases ``int32`` with scale ``x_scale * w_scale``. Conv, MatMul and
+Gemm get Q/DQ on their activation inputs *and on their output* (every reader of the output reads its DQ),
+so ORT's QDQ transformer rewrites ``DQ -> Conv -> Q`` into ``QLinearConv`` (``QLinearMatMul``, ``QGemm``).
+ConvTranspose, the warp, Softmax operands, gates and elementwise arithmetic stay float, as do the nodes
+in the keep-float list; a MatMul whose two inputs cannot both be quantized stays float. Ranges come from
+the same rollout calibration (:mod:`gmg_deploy.calibration.ranges`, output ranges included). Not for
+TensorRT (non-zero zero points): ``gmg-build`` and the TensorRT lint refuse it.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from gmg_deploy.calibration.ranges import CalibrationError, asymmetric_range, quantizable_inputs
+from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
+
+CPU_OPS = ("Conv", "MatMul", "Gemm")
+U8MAX = 255
+
+
+def u8_params(lo: float, hi: float) -> tuple[float, int]:
+    """Scale and zero point of an unsigned 8-bit quantizer covering ``[lo, hi]`` (``lo <= 0 <= hi``)."""
+    if hi - lo <= 0:
+        return 1.0, 0
+    scale = (hi - lo) / U8MAX
+    return float(np.float32(scale)), int(np.clip(np.rint(-lo / scale), 0, U8MAX))
+
+
+def quantize_graph_cpu(
+    model: Any,
+    ranges: dict[str, Any],
+    *,
+    skip_softmax_operands: bool = True,
+    keep_float: Iterable[str] = (),
+    where: str = "ranges file",
+) -> Any:
+    """Return the ``cpu``-target INT8 copy of the FP32 graph ``model`` (see the module docstring)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from gmg_deploy.calibration.qdq import _comes_from_softmax, _quantize_weight, _topo_merge, weight_axis
+
+    meta = metadata_from_proto(model)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    tensors = ranges["tensors"]
+    missing = [n.output[0] for n in g.node if n.op_type in CPU_OPS and n.output[0] not in tensors]
+    if missing:
+        raise CalibrationError(
+            f"{where} has no output ranges (e.g. {missing[0]}), which --target cpu needs; "
+            "re-run gmg-calibrate with this gmg-deploy version"
+        )
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.data_type == 1}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value" and n.attribute[0].t.data_type == 1:
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    acts = set(quantizable_inputs(m))
+    graph_outputs = {o.name for o in g.output}
+    keep = set(keep_float) | set(ranges.get("keep_float", ()))
+    unknown = keep - {n.name for n in g.node}
+    if unknown:
+        raise CalibrationError(f"{where}: keep_float names nodes not in this graph: {sorted(unknown)[:3]}")
+
+    new_inits: list[Any] = []
+    new_nodes: list[Any] = []
+    pairs: dict[str, tuple[str, float]] = {}  # tensor -> (its DQ output, scale)
+    out_rename: dict[str, str] = {}
+    n_w = 0
+    skipped: list[str] = []
+
+    def act_pair(t: str) -> tuple[str, float]:
+        if t not in pairs:
+            scale, zp = u8_params(*asymmetric_range(tensors[t]))
+            s, z = f"{t}__qscale", f"{t}__qzero"
+            new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
+            new_inits.append(numpy_helper.from_array(np.array(zp, np.uint8), z))
+            new_nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}__q"], name=f"{t}__Q"))
+            new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}__q", s, z], [f"{t}__dq"], name=f"{t}__DQ"))
+            pairs[t] = (f"{t}__dq", scale)
+        return pairs[t]
+
+    def weight_dq(node: Any, name: str, w: np.ndarray, axis: int) -> tuple[str, np.ndarray]:
+        q, scale = _quantize_weight(w.astype(np.float32), axis)
+        base = f"{node.name}__w"
+        new_inits.append(numpy_helper.from_array(q, f"{base}_int8"))
+        new_inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
+        new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zero"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int8", f"{base}_scale", f"{base}_zero"],
+                                          [f"{base}_dq"], name=f"{base}_DQ", axis=axis))
+        return f"{base}_dq", scale
+
+    def bias_dq(node: Any, b: np.ndarray, scale: np.ndarray) -> str:
+        base = f"{node.name}__b"
+        q = np.clip(np.rint(b.astype(np.float64) / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+        new_inits.append(numpy_helper.from_array(q, f"{base}_int32"))
+        new_inits.append(numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"))
+        new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{base}_zero"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int32", f"{base}_scale", f"{base}_zero"],
+                                          [f"{base}_dq"], name=f"{base}_DQ", axis=0))
+        return f"{base}_dq"
+
+    def usable(t: str) -> bool:
+        if t not in acts and t not in consts:
+            return False
+        if t in acts and skip_softmax_operands and _comes_from_softmax(t, producer):
+            skipped.append(t)
+            return False
+        return True
+
+    for n in g.node:
+        if n.op_type not in CPU_OPS or n.name in keep or n.output[0] in graph_outputs:
+            continue
+        a, b = n.input[0], n.input[1]
+        if n.op_type == "Gemm":
+            attrs = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                continue
+        if a not in acts or not usable(a) or not usable(b):
+            continue
+        if b in consts and consts[b].ndim < 2:
+            continue
+        xq, xs = act_pair(a)
+        if b in consts:
+            wq, ws = weight_dq(n, b, consts[b], weight_axis(n))
+            n_w += 1
+            if len(n.input) > 2 and n.input[2]:
+                if n.input[2] not in consts:
+                    continue  # bias computed at run time: leave the node float
+                n.input[2] = bias_dq(n, consts[n.input[2]], np.float32(xs) * ws)
+        else:
+            wq, _ = act_pair(b)
+        n.input[0], n.input[1] = xq, wq
+        out_rename[n.output[0]] = act_pair(n.output[0])[0]
+    for n in g.node:  # every reader of a quantized output reads its DQ (the Q is the output's only reader)
+        for k, t in enumerate(n.input):
+            if t in out_rename:
+                n.input[k] = out_rename[t]
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(_topo_merge(nodes, new_nodes))
+    g.initializer.extend(new_inits)
+    used = {i for n in g.node for i in n.input}
+    kept = [t for t in g.initializer if t.name in used or t.name in graph_outputs]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    meta = dict(meta)
+    meta["precision"] = "int8"
+    meta["calibration"] = {
+        "method": ranges.get("method"),
+        "fingerprint": ranges.get("fingerprint"),
+        "sequences": ranges.get("sequences"),
+        "target": "cpu",
+        "activation_type": "uint8 asymmetric per tensor",
+        "weight_type": "int8 symmetric per channel",
+        "activations_quantized": len(pairs),
+        "outputs_quantized": len(out_rename),
+        "weights_quantized": n_w,
+        "float_softmax_operands": len(set(skipped)),
+        "float_nodes": sorted(keep),
+    }
+    attach_metadata(m, meta)
+    onnx.checker.check_model(m)
+    return m
