@@ -49,8 +49,10 @@ def _human(n: int) -> str:
 @click.option("--arch", type=click.Choice(["gmg", "motionrnn"], case_sensitive=False), default=None,
               help="Architecture, when the checkpoint/config does not say.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--graph", type=click.Choice(["step", "sequence"]), default="step", show_default=True,
-              help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled.")
+@click.option("--graph", type=click.Choice(["step", "sequence", "forecast"]), default="step", show_default=True,
+              help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled; "
+                   "forecast: observe one frame and forecast --horizon frames in one call (for Triton).")
+@click.option("--horizon", type=int, default=None, help="Forecast graph: frames forecast per call [aft].")
 @click.option("--warp", type=click.Choice(["gridsample", "gather"]), default="gridsample", show_default=True,
               help="Warp form: one GridSample (TensorRT-friendly) or the reference's index gathers.")
 @click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic batch axis).")
@@ -63,20 +65,24 @@ def _human(n: int) -> str:
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
 @one_line_errors
-def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force, **prec):
+def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, horizon, warp, batch, dynamic_batch, opset,
+         batch_mode, trust_checkpoint, as_json, force, **prec):
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
+    if horizon is not None and graph != "forecast":
+        raise InputError("--horizon applies to --graph forecast only")
+    if horizon is not None and horizon < 1:
+        raise InputError(f"--horizon {horizon} must be >= 1")
     check_precision_options(**prec, graph=graph)
     if prec["calibration"]:  # a bad ranges file fails before the slow export
         from gmg_deploy.calibration.ranges import load_ranges
 
         load_ranges(prec["calibration"])
     _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset,
-         batch_mode, trust_checkpoint, as_json, force, prec)
+         batch_mode, trust_checkpoint, as_json, force, prec, horizon)
 
 
 def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch, dynamic_batch, opset, batch_mode,
-         trust_checkpoint, as_json, force, prec) -> None:
+         trust_checkpoint, as_json, force, prec, horizon=None) -> None:
     from gmg_deploy.io import check_output_path
 
     if ckpt is None and (config_file or in_shape or arch or pre is not None or aft is not None):
@@ -104,7 +110,7 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, batch
         say(f"converting to {prec['precision']}...")
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
-                       progress=say, transform=transform)
+                       progress=say, transform=transform, horizon=horizon)
     if as_json:
         click.echo(json.dumps(res.to_dict(), sort_keys=True))
     else:
