@@ -73,6 +73,8 @@ class Forecaster:
         self.check_finite = True
         self._cur = 0
         self._observed = False
+        #: Set index whose prediction the engine's stored ``rollout`` (forecast graphs) starts from.
+        self._rollout_for: int | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -171,6 +173,7 @@ class Forecaster:
             src = dst
         self._cur = src
         self._observed = True
+        self._rollout_for = src if getattr(eng, "rollout", None) is not None else None
         if ndim == 4:
             return outs[0]
         return torch.stack(outs, 1) if return_device else np.stack(outs, 1)
@@ -179,12 +182,19 @@ class Forecaster:
         """``(B,k,C,H,W)``: the last ``observe`` prediction, then ``k-1`` autoregressive steps.
 
         Runs in the two scratch buffer sets; the observed state and prediction are not changed.
+        With a forecast graph and ``k`` <= its horizon, the rollout the last ``observe`` computed is
+        returned without another engine call.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"forecast horizon k={k!r} must be an integer >= 1")
         if not self._observed:
             raise InputError("forecast() needs a prediction to start from; call observe() first")
         eng = self.engine
+        stored = getattr(eng, "rollout", None)
+        if stored is not None and self._rollout_for == self._cur and k <= stored.shape[1]:
+            r = stored[:, : int(k)]
+            return r.clone() if return_device else r.detach().to("cpu", torch.float32).numpy().copy()
+        self._rollout_for = None  # the steps below overwrite the stored rollout
         src = self._cur
         a, b = other_sets(src)
         outs = [self._take(eng.sets[src].pred, return_device)]
@@ -198,6 +208,7 @@ class Forecaster:
     def reset(self, slots: Any = None) -> None:
         """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
         idx = check_slots(slots, self.batch_size)
+        self._rollout_for = None
         s = self.engine.sets[self._cur]
         if len(idx) == self.batch_size:
             for t in s.tensors():
@@ -232,6 +243,7 @@ class Forecaster:
         for n, t in s.state.items():
             t.copy_(snap.state[n])
         self._observed = snap.observed
+        self._rollout_for = None
 
     def synchronize(self) -> None:
         """Wait for queued device work (only needed with ``return_device=True`` on CUDA)."""
