@@ -19,13 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import ServeError
 
 INSTALL_HINT = "pip install gmg-deploy[serve]"
-
-
-class ServeError(GMGError, RuntimeError):
-    """The server cannot be found, started or reached."""
 
 
 @dataclass(frozen=True)
