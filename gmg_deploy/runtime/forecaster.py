@@ -176,6 +176,7 @@ class Forecaster:
         src = self._cur
         a, b = other_sets(src)
         outs = []
+        self._rollout_for = None  # the engine's stored rollout is overwritten below (even if a step fails)
         for t in range(seq.shape[1]):
             dst = a if src != a else b
             eng.frame_in.copy_(seq[:, t], non_blocking=True)

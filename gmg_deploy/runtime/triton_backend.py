@@ -124,8 +124,8 @@ class TritonBackend(StepBackend):
 
     def run(self, src: int, dst: int, from_pred: bool) -> None:
         if from_pred:
-            raise InputError(f"a Triton stream forecasts at most K={self.horizon} frames per observed frame (the "
-                             "server's state only advances on observe); ask forecast(k) with k <= K after observe()")
+            raise InputError(f"a Triton stream forecasts at most K={self.horizon} frames, right after observe() (the "
+                             "server's state only advances on observe; after reset() observe a frame first)")
         if self._closed:
             raise InputError("this Triton forecaster is closed; open a new one")
         frames = self.frame_in.numpy()
