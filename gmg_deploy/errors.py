@@ -19,3 +19,7 @@ class CheckpointError(GMGError, ValueError):
 
 class InputError(GMGError, ValueError):
     """Input data (frames, state, options) has the wrong shape, dtype or values."""
+
+
+class ServeError(GMGError, RuntimeError):
+    """A model server cannot be found, started or reached, or it refused a request."""

@@ -1,4 +1,4 @@
-"""Data flows model -> export -> calibration -> engine (build) -> runtime; cli sits on top.
+"""Data flows model -> export -> calibration -> engine (build) -> runtime -> serve; cli sits on top.
 
 No stage imports a later one. ``errors``, ``io`` and ``metrics`` are shared utilities; ``data`` (synthetic
 sequences for the demo) may be used by the CLIs and tests only.
@@ -11,7 +11,7 @@ from pathlib import Path
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "export", "calibration", "engine", "runtime"]
+ORDER = ["model", "export", "calibration", "engine", "runtime", "serve"]
 UTIL = {"errors", "io", "metrics", "checks", "__init__"}
 
 

@@ -39,8 +39,10 @@ def _human(n: int) -> str:
 @click.option("--arch", type=click.Choice(["gmg", "motionrnn"], case_sensitive=False), default=None,
               help="Architecture, when the checkpoint/config does not say.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--graph", type=click.Choice(["step", "sequence"]), default="step", show_default=True,
-              help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled.")
+@click.option("--graph", type=click.Choice(["step", "sequence", "forecast"]), default="step", show_default=True,
+              help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled; "
+                   "forecast: observe one frame and forecast --horizon frames in one call (for Triton).")
+@click.option("--horizon", type=int, default=None, help="Forecast graph: frames forecast per call [aft].")
 @click.option("--warp", type=click.Choice(["gridsample", "gather"]), default="gridsample", show_default=True,
               help="Warp form: one GridSample (TensorRT-friendly) or the reference's index gathers.")
 @warp_gate_option
@@ -54,20 +56,25 @@ def _human(n: int) -> str:
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
 @one_line_errors
-def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
+def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, horizon, warp, warp_gate, batch, dynamic_batch,
+         opset,
          batch_mode, trust_checkpoint, as_json, force, **prec):
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
+    if horizon is not None and graph != "forecast":
+        raise InputError("--horizon applies to --graph forecast only")
+    if horizon is not None and horizon < 1:
+        raise InputError(f"--horizon {horizon} must be >= 1")
     check_precision_options(**prec, graph=graph)
     if prec["calibration"]:  # a bad ranges file fails before the slow export
         from gmg_deploy.calibration.ranges import load_ranges
 
         load_ranges(prec["calibration"])
     _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
-         batch_mode, trust_checkpoint, as_json, force, prec)
+         batch_mode, trust_checkpoint, as_json, force, prec, horizon)
 
 
 def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
-         batch_mode, trust_checkpoint, as_json, force, prec) -> None:
+         batch_mode, trust_checkpoint, as_json, force, prec, horizon=None) -> None:
     from gmg_deploy.io import check_output_path
 
     if ckpt is None and (config_file or in_shape or arch or pre is not None or aft is not None):
@@ -96,7 +103,7 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_
             + (f" (target {prec['target']})" if prec['precision'] == 'int8' else "") + "...")
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
-                       progress=say, transform=transform)
+                       progress=say, transform=transform, horizon=horizon)
     note = auto_gate_note(warp_gate, res.warp_gate)
     if as_json:
         click.echo(json.dumps({**res.to_dict(), "warp_gate_requested": warp_gate}, sort_keys=True))

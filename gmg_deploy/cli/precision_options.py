@@ -42,8 +42,8 @@ def check_precision_options(precision: str, calibration: str | None, io_fp16: bo
         raise InputError("--precision int8 needs --calibration ranges.json (make it with gmg-calibrate)")
     if precision != "int8" and calibration is not None:
         raise InputError("--calibration is only used with --precision int8")
-    if precision == "int8" and graph != "step":
-        raise InputError("--precision int8 needs --graph step (ranges are calibrated on the step graph)")
+    if precision == "int8" and graph not in ("step", "forecast"):
+        raise InputError("--precision int8 needs --graph step or forecast (ranges are calibrated on the step graph)")
     if precision != "fp16" and (io_fp16 or state_dtype != "fp32"):
         raise InputError("--io-fp16 and --state-dtype fp16 apply to --precision fp16 only")
 

@@ -1,4 +1,4 @@
-"""``export_model``: a model -> a checked, metadata-carrying ONNX file (step or unrolled sequence)."""
+"""``export_model``: a model -> a checked, metadata-carrying ONNX file (step, unrolled sequence or forecast)."""
 from __future__ import annotations
 
 import collections
@@ -15,7 +15,7 @@ from gmg_deploy.export.step_export import export_step_proto
 from gmg_deploy.io import atomic_write_with, check_output_path
 from gmg_deploy.model.network import RecurrentPredictor
 
-GRAPHS = ("step", "sequence")
+GRAPHS = ("step", "sequence", "forecast")
 
 
 @dataclass
@@ -33,6 +33,7 @@ class ExportResult:
     batch_mode: str = "invariant"
     batch: int | None = None
     opset: int = 17
+    horizon: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class ExportResult:
             "batch_mode": self.batch_mode,
             "batch": self.batch,
             "opset": self.opset,
+            **({"horizon": self.horizon} if self.horizon is not None else {}),
         }
 
 
@@ -58,10 +60,18 @@ def build_proto(
     opset: int = 17,
     batch_mode: str = "invariant",
     progress: Callable[[str], None] | None = None,
+    horizon: int | None = None,
+    step_transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
 ) -> onnx.ModelProto:
-    """The ONNX model (with metadata) for ``model``; nothing is written. ``model`` is not modified."""
+    """The ONNX model (with metadata) for ``model``; nothing is written. ``model`` is not modified.
+
+    ``graph="forecast"``: ``horizon`` frames per call (default ``aft``); ``step_transform`` (a precision
+    pass) is applied to the step graph before it is chained, so FP16/INT8 work as on the step graph.
+    """
     if graph not in GRAPHS:
-        raise InputError(f"graph={graph!r} is not known; choose step or sequence")
+        raise InputError(f"graph={graph!r} is not known; choose step, sequence or forecast")
+    if horizon is not None and graph != "forecast":
+        raise InputError("horizon applies to the forecast graph only (--graph forecast)")
     say = progress or (lambda msg: None)
     say(f"exporting step ({model.config.arch}, warp={model.warp_form}, warp_gate={model.warp_gate}, "
         f"batch_mode={batch_mode}, "
@@ -75,7 +85,7 @@ def build_proto(
         proto = build_sequence(proto, cfg, batch=batch)
     meta = build_metadata(
         model.config,
-        graph=graph,
+        graph="step" if graph == "forecast" else graph,
         warp=model.warp_form,
         batch_mode=batch_mode,
         batch=batch,
@@ -83,6 +93,17 @@ def build_proto(
         test_std=model.test_std,
     )
     attach_metadata(proto, meta)
+    if graph == "forecast":
+        from gmg_deploy.export.forecast_build import build_forecast
+        from gmg_deploy.export.metadata import forecast_metadata, metadata_from_proto
+
+        k = model.config.aft_seq_length if horizon is None else horizon
+        if step_transform is not None:
+            proto = step_transform(proto)
+        say(f"chaining {k} forecast steps into one call...")
+        step_meta = metadata_from_proto(proto)
+        proto = build_forecast(proto, k)
+        attach_metadata(proto, forecast_metadata(step_meta, k))
     return proto
 
 
@@ -97,19 +118,24 @@ def export_model(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
     transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None,
+    horizon: int | None = None,
 ) -> ExportResult:
     """Export ``model`` (either warp form; conv_g folded on a copy) to ``path`` atomically.
 
     ``graph="step"``: ``frame`` + ``state_in.*`` -> ``next_frame`` + ``state_out.*``;
-    ``graph="sequence"``: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``, all steps unrolled.
+    ``graph="sequence"``: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``, all steps unrolled;
+    ``graph="forecast"``: ``frame`` + ``state_in.*`` -> ``forecast (B,horizon,C,H,W)`` + ``state_out.*``
+    (``transform`` then runs on the step graph before chaining).
     ``batch=None`` gives a dynamic batch axis. ``progress`` receives human-readable progress lines.
     ``transform`` (e.g. an FP16 or INT8 pass) rewrites the graph in memory before the one write, so a
     failing pass leaves no file behind.
     """
     out = check_output_path(path, force=force)
     t0 = time.perf_counter()
-    proto = build_proto(model, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, progress=progress)
-    if transform is not None:
+    fc = graph == "forecast"
+    proto = build_proto(model, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, progress=progress,
+                        horizon=horizon, step_transform=transform if fc else None)
+    if transform is not None and not fc:
         proto = transform(proto)
     data = proto.SerializeToString()
     atomic_write_with(out, lambda tmp: tmp.write_bytes(data))
@@ -127,4 +153,5 @@ def export_model(
         batch_mode=batch_mode,
         batch=batch,
         opset=int(opset),
+        horizon=(model.config.aft_seq_length if horizon is None else int(horizon)) if fc else None,
     )

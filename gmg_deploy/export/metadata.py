@@ -5,7 +5,8 @@ Schema (version 1)::
     {
       "schema": 1,
       "toolkit_version": "0.1.0",
-      "graph": "step" | "sequence",
+      "graph": "step" | "sequence" | "forecast",
+      "horizon": K,                            # forecast graphs only
       "config": {...ModelConfig.to_dict()...},
       "warp": "gridsample" | "gather",
       "warp_gate": "motionrnn" | "published",   # resolved warp-gate layout (also config.warp_gate)
@@ -23,6 +24,8 @@ Schema (version 1)::
 Step graph I/O: ``frame (B,C,H,W)`` and ``state_in.<name>`` -> ``next_frame (B,C,H,W)`` and
 ``state_out.<name>`` (same shapes; feed each ``state_out.X`` back as ``state_in.X``; zeros start).
 Sequence graph I/O: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``.
+Forecast graph I/O: the step graph's inputs -> ``forecast (B,K,C,H,W)`` (``forecast[:,0]`` is the step's
+``next_frame``, then K-1 autoregressive frames) and ``state_out.*`` (the state after observing ``frame``).
 """
 from __future__ import annotations
 
@@ -66,18 +69,21 @@ def build_metadata(
     test_mean: Any = None,
     test_std: Any = None,
     calibration: dict[str, Any] | None = None,
+    horizon: int | None = None,
 ) -> dict[str, Any]:
-    """The metadata dict for a graph exported from a model with ``config``."""
-    if graph not in ("step", "sequence"):
+    """The metadata dict for a graph exported from a model with ``config`` (``horizon``: forecast graphs)."""
+    if graph not in ("step", "sequence", "forecast"):
         raise ValueError(f"graph={graph!r}")
     shapes = state_shapes(config, 1)
     state = [{"name": n, "shape": [batch] + list(s[1:])} for n, s in shapes.items()]
-    if graph == "step":
+    if graph in ("step", "forecast"):
         inputs = ["frame"] + [STATE_IN + n for n in shapes]
-        outputs = ["next_frame"] + [STATE_OUT + n for n in shapes]
+        outputs = ["next_frame" if graph == "step" else "forecast"] + [STATE_OUT + n for n in shapes]
     else:
         inputs, outputs = ["frames"], ["preds"]
+    extra = {"horizon": int(horizon)} if graph == "forecast" else {}
     return {
+        **extra,
         "schema": SCHEMA_VERSION,
         "toolkit_version": __version__,
         "graph": graph,
@@ -96,6 +102,14 @@ def build_metadata(
         "test_std": _jsonable(test_std),
         "calibration": calibration,
     }
+
+
+def forecast_metadata(step_meta: dict[str, Any], horizon: int) -> dict[str, Any]:
+    """A step graph's metadata (any precision) turned into that of the forecast graph built from it."""
+    meta = dict(step_meta)
+    meta.update(graph="forecast", horizon=int(horizon),
+                outputs=["forecast"] + [o for o in step_meta["outputs"] if o.startswith(STATE_OUT)])
+    return meta
 
 
 def attach_metadata(model_proto: Any, meta: dict[str, Any]) -> None:

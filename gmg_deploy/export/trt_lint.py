@@ -5,6 +5,8 @@ The allowlist and restrictions follow onnx-tensorrt's ``docs/operators.md`` (ope
 ``Scan``: graphs must be unrolled), no DOUBLE tensors. Q/DQ (added by a later precision stage) must have
 zero zero-points and constant scales; per-channel quantisation only on constant weights. An INT8 graph
 whose metadata records ``calibration.target == "cpu"`` (the ONNX Runtime CPU layout) is refused outright.
+GridSample in a graph of opset >= 20 is refused: opset 20 renamed its modes to ``linear``/``cubic`` and the
+TensorRT importer silently reads them as nearest (TensorRT issue #4646); export at opset 16-19.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ _RESIZE_COORD = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "as
 _RESIZE_MODES = {"nearest", "linear"}
 _GRIDSAMPLE_MODES = {"bilinear", "linear", "nearest"}
 _GRIDSAMPLE_PADDING = {"zeros", "border", "reflection"}
+#: First opset whose GridSample modes TensorRT misreads (issue #4646).
+GRIDSAMPLE_BAD_OPSET = 20
 #: inputs (index) that must be constant for an op
 _CONST_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "CumSum": (1,), "Slice": (3,), "Squeeze": (1,),
                  "Unsqueeze": (1,), "TopK": (1,), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
@@ -92,6 +96,7 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
         if n.op_type == "DequantizeLinear" and n.input[0] in consts:
             consts[n.output[0]] = consts[n.input[0]]
     out: list[Finding] = []
+    opset = graph_opset(model)
     for t in g.initializer:
         if t.data_type == TensorProto.DOUBLE:
             out.append(Finding(t.name, "initializer", "DOUBLE tensor; TensorRT casts it down - store float32"))
@@ -114,6 +119,9 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
         if op == "Cast" and _attr(n, "to") not in _CAST_TYPES:
             bad(f"Cast to {TensorProto.DataType.Name(_attr(n, 'to'))} is not supported (use float32/float16)")
         elif op == "GridSample":
+            if opset >= GRIDSAMPLE_BAD_OPSET:
+                bad(f"opset {opset} renamed GridSample's modes and TensorRT reads them as nearest "
+                    "(TensorRT issue #4646); export with --opset 17")
             mode = _attr(n, "mode", "bilinear")
             if mode not in _GRIDSAMPLE_MODES:
                 bad(f"mode={mode!r} is not supported; use bilinear or nearest")
@@ -136,6 +144,11 @@ def lint(model: onnx.ModelProto) -> list[Finding]:
         elif op in ("QuantizeLinear", "DequantizeLinear"):
             _check_qdq(n, consts, bad)
     return out
+
+
+def graph_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset the model imports (0 when none is declared)."""
+    return max((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _check_qdq(n: onnx.NodeProto, consts: dict, bad) -> None:

@@ -24,7 +24,7 @@ from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
 from gmg_deploy.runtime.validation import check_frames, check_slots
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pth": "torch", ".pt": "torch"}
 
@@ -33,6 +33,12 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
     """The backend for ``path``: ``backend`` itself, or by file type when ``"auto"``."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
+    if str(path).startswith("triton://"):
+        if backend not in ("auto", "triton"):
+            raise InputError(f"{path} is a Triton model URL, not a file for backend {backend!r}")
+        return "triton"
+    if backend == "triton":
+        raise InputError(f"backend triton takes a triton://HOST:PORT/NAME URL, not {path}")
     p = Path(path)
     if not p.exists():
         raise InputError(f"model file {p} does not exist")
@@ -73,6 +79,8 @@ class Forecaster:
         self.check_finite = True
         self._cur = 0
         self._observed = False
+        #: Set index whose prediction the engine's stored ``rollout`` (forecast graphs) starts from.
+        self._rollout_for: int | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -85,7 +93,8 @@ class Forecaster:
         batch_size: int = 1,
         **kwargs: Any,
     ) -> "Forecaster":
-        """Open a TensorRT engine (``.plan``/``.engine``), an ONNX step graph or a ``.ckpt``/``.pth``.
+        """Open a TensorRT engine (``.plan``/``.engine``), an ONNX step graph or a ``.ckpt``/``.pth``, or a
+        model served by Triton (``triton://HOST:PORT/NAME``, gRPC; one Triton sequence per slot).
 
         ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
         the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
@@ -97,6 +106,10 @@ class Forecaster:
             from gmg_deploy.runtime.torch_backend import TorchBackend
 
             engine: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+        elif kind == "triton":
+            from gmg_deploy.runtime.triton_backend import TritonBackend
+
+            engine = TritonBackend(str(path), device=device, batch_size=batch_size, **kwargs)
         elif kind == "onnxruntime":
             from gmg_deploy.runtime.ort_backend import OrtBackend
 
@@ -163,6 +176,7 @@ class Forecaster:
         src = self._cur
         a, b = other_sets(src)
         outs = []
+        self._rollout_for = None  # the engine's stored rollout is overwritten below (even if a step fails)
         for t in range(seq.shape[1]):
             dst = a if src != a else b
             eng.frame_in.copy_(seq[:, t], non_blocking=True)
@@ -171,6 +185,7 @@ class Forecaster:
             src = dst
         self._cur = src
         self._observed = True
+        self._rollout_for = src if getattr(eng, "rollout", None) is not None else None
         if ndim == 4:
             return outs[0]
         return torch.stack(outs, 1) if return_device else np.stack(outs, 1)
@@ -179,12 +194,19 @@ class Forecaster:
         """``(B,k,C,H,W)``: the last ``observe`` prediction, then ``k-1`` autoregressive steps.
 
         Runs in the two scratch buffer sets; the observed state and prediction are not changed.
+        With a forecast graph and ``k`` <= its horizon, the rollout the last ``observe`` computed is
+        returned without another engine call.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"forecast horizon k={k!r} must be an integer >= 1")
         if not self._observed:
             raise InputError("forecast() needs a prediction to start from; call observe() first")
         eng = self.engine
+        stored = getattr(eng, "rollout", None)
+        if stored is not None and self._rollout_for == self._cur and k <= stored.shape[1]:
+            r = stored[:, : int(k)]
+            return r.clone() if return_device else r.detach().to("cpu", torch.float32).numpy().copy()
+        self._rollout_for = None  # the steps below overwrite the stored rollout
         src = self._cur
         a, b = other_sets(src)
         outs = [self._take(eng.sets[src].pred, return_device)]
@@ -198,6 +220,10 @@ class Forecaster:
     def reset(self, slots: Any = None) -> None:
         """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
         idx = check_slots(slots, self.batch_size)
+        self._rollout_for = None
+        hook = getattr(self.engine, "reset_slots", None)  # engines whose state lives elsewhere (Triton)
+        if hook is not None:
+            hook(idx)
         s = self.engine.sets[self._cur]
         if len(idx) == self.batch_size:
             for t in s.tensors():
@@ -210,6 +236,7 @@ class Forecaster:
 
     def snapshot(self) -> StreamState:
         """A device-side copy of the observed state of every slot (for :meth:`restore`)."""
+        self._check_snapshot()
         s = self.engine.sets[self._cur]
         return StreamState(
             pred=s.pred.clone(),
@@ -219,6 +246,7 @@ class Forecaster:
 
     def restore(self, snap: StreamState) -> None:
         """Put back a :meth:`snapshot` taken from a runtime of the same model and batch size."""
+        self._check_snapshot()
         if not isinstance(snap, StreamState):
             raise InputError(f"restore() takes a StreamState from snapshot(), got {type(snap).__name__}")
         s = self.engine.sets[self._cur]
@@ -232,6 +260,7 @@ class Forecaster:
         for n, t in s.state.items():
             t.copy_(snap.state[n])
         self._observed = snap.observed
+        self._rollout_for = None
 
     def synchronize(self) -> None:
         """Wait for queued device work (only needed with ``return_device=True`` on CUDA)."""
@@ -252,6 +281,11 @@ class Forecaster:
                 f"frame=({C},{H},{W}), arch={self.config.arch})")
 
     # ------------------------------------------------------------------ helpers
+    def _check_snapshot(self) -> None:
+        if not getattr(self.engine, "supports_snapshot", True):
+            raise InputError(f"snapshot()/restore() are not available with backend {self.backend}: "
+                             "the state lives in the server")
+
     def _take(self, buf: torch.Tensor, on_device: bool) -> Any:
         if on_device:
             return buf.clone()

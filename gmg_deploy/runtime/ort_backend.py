@@ -1,4 +1,7 @@
-"""ONNX Runtime backend for an exported step graph: I/O bound straight to the runtime's buffers.
+"""ONNX Runtime backend for an exported step (or forecast) graph: I/O bound straight to the runtime's buffers.
+
+A forecast graph (``gmg-export --graph forecast``) runs as a step whose ``forecast`` output is bound to
+``rollout`` ``(B,K,C,H,W)``; ``forecast[:,0]`` is copied into the step's prediction buffer.
 
 Every input and output is bound by address (``IOBinding.bind_input``/``bind_output``) to the torch
 buffers of :mod:`gmg_deploy.runtime.buffers`: on CPU to host memory, on CUDA (``onnxruntime-gpu``) to
@@ -23,11 +26,11 @@ _NP = {torch.float32: np.float32, torch.float16: np.float16}
 
 
 def check_step_metadata(meta: dict[str, Any], where: str, batch_size: int) -> None:
-    """The metadata describes a step graph usable with ``batch_size`` streams, else one clear error."""
-    if meta.get("graph") != "step":
+    """The metadata describes a step (or forecast) graph usable with ``batch_size`` streams, else one error."""
+    if meta.get("graph") not in ("step", "forecast"):
         raise MetadataError(
             f"{where} is a {meta.get('graph')!r} graph; the streaming runtime needs a step graph "
-            "(gmg-export --graph step)"
+            "(gmg-export --graph step) or a forecast graph (--graph forecast)"
         )
     fixed = meta.get("batch")
     if fixed is not None and int(fixed) != batch_size:
@@ -81,6 +84,15 @@ class OrtBackend(StepBackend):
         self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         self._check_io()
         self._allocate(self.metadata.get("io_dtype", "float32"), self.metadata.get("state_dtype", "float32"))
+        #: Forecast graphs: frames per call and the last call's ``forecast`` output; step graphs: None.
+        self.horizon: int | None = None
+        self.rollout: torch.Tensor | None = None
+        self._frame_out = "next_frame"
+        if self.metadata["graph"] == "forecast":
+            self.horizon = int(self.metadata["horizon"])
+            self._frame_out = "forecast"
+            f = self.frame_in
+            self.rollout = torch.zeros((f.shape[0], self.horizon, *f.shape[1:]), dtype=f.dtype, device=f.device)
         self.io_binding = io_binding
         self._bindings: dict[tuple[int, int, bool], Any] = {}
 
@@ -107,7 +119,7 @@ class OrtBackend(StepBackend):
             b = self.session.io_binding()
             s, d = self.sets[src], self.sets[dst]
             self._bind(b, "frame", s.pred if from_pred else self.frame_in, False)
-            self._bind(b, "next_frame", d.pred, True)
+            self._bind(b, self._frame_out, d.pred if self.rollout is None else self.rollout, True)
             for n in s.state:
                 self._bind(b, STATE_IN + n, s.state[n], False)
                 self._bind(b, STATE_OUT + n, d.state[n], True)
@@ -117,10 +129,13 @@ class OrtBackend(StepBackend):
     def run(self, src: int, dst: int, from_pred: bool) -> None:
         if self.io_binding:
             self.session.run_with_iobinding(self._binding(src, dst, from_pred))
-            return
-        s, d = self.sets[src], self.sets[dst]
-        feed = {"frame": (s.pred if from_pred else self.frame_in).numpy()}
-        feed.update({STATE_IN + n: t.numpy() for n, t in s.state.items()})
-        outs = self.session.run(None, feed)
-        for buf, arr in zip(d.tensors(), outs):
-            buf.copy_(torch.from_numpy(arr))
+        else:
+            s, d = self.sets[src], self.sets[dst]
+            feed = {"frame": (s.pred if from_pred else self.frame_in).numpy()}
+            feed.update({STATE_IN + n: t.numpy() for n, t in s.state.items()})
+            outs = self.session.run(None, feed)
+            first = self.rollout if self.rollout is not None else d.pred
+            for buf, arr in zip([first, *d.state.values()], outs):
+                buf.copy_(torch.from_numpy(arr))
+        if self.rollout is not None:
+            self.sets[dst].pred.copy_(self.rollout[:, 0])

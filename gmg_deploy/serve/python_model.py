@@ -1,0 +1,88 @@
+"""Triton Python-backend model that runs a gmg-deploy forecast graph with ONNX Runtime inside the server.
+
+``gmg-triton --flavour python`` copies this file to ``REPO/NAME/1/model.py`` beside ``model.onnx``. It needs
+only NumPy and ONNX Runtime in the server's Python (not gmg_deploy). Each sequence's recurrent state is kept
+here, keyed by the sequence batcher's CORRID control: START zeroes it, END frees it after the request, a
+request whose READY is 0 is answered with zeros. All requests of one ``execute`` call (one per sequence,
+dynamic batching of the ``oldest`` strategy) run as one batch. Request: ``frame``; response: ``forecast``.
+"""
+import json
+import os
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+def _control(request, name):
+    t = pb_utils.get_input_tensor_by_name(request, name)
+    return None if t is None else t.as_numpy().reshape(-1)[0]
+
+
+class TritonPythonModel:
+    """One ONNX Runtime session; ``states[corrid]`` = list of state arrays ``(1, ...)`` in graph order."""
+
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(params.get("intra_op_threads", "1") or 1)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        ins = self.session.get_inputs()
+        self.state_in = [i.name for i in ins if i.name.startswith("state_in.")]
+        self.state_out = ["state_out." + n[len("state_in."):] for n in self.state_in]
+        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in ins if i.name.startswith("state_in.")]
+        self.state_dtypes = [np.float16 if "float16" in i.type else np.float32 for i in ins
+                             if i.name.startswith("state_in.")]
+        self.frame_dtype = np.float16 if "float16" in ins[0].type else np.float32
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.states = {}
+
+    def _zeros(self):
+        return [np.zeros((1,) + s, d) for s, d in zip(self.state_shapes, self.state_dtypes)]
+
+    def execute(self, requests):
+        live, frames, keys = [], [], []
+        responses = [None] * len(requests)
+        for i, r in enumerate(requests):
+            corrid = _control(r, "CORRID")
+            corrid = int(corrid) if corrid is not None else 0
+            frame = pb_utils.get_input_tensor_by_name(r, "frame").as_numpy().astype(self.frame_dtype, copy=False)
+            if _control(r, "START"):
+                self.states[corrid] = self._zeros()
+            ready = _control(r, "READY")
+            if ready is not None and not ready:
+                responses[i] = None
+                continue
+            if corrid not in self.states:
+                self.states[corrid] = self._zeros()
+            live.append(i)
+            frames.append(frame)
+            keys.append(corrid)
+        if live:
+            feed = {"frame": np.concatenate(frames)}
+            for k, name in enumerate(self.state_in):
+                feed[name] = np.concatenate([self.states[c][k] for c in keys])
+            out = dict(zip(self.outputs, self.session.run(None, feed)))
+            fc = out["forecast"]
+            start = 0
+            for i, c in zip(live, keys):
+                n = frames[live.index(i)].shape[0]
+                self.states[c] = [out[name][start : start + n].copy() for name in self.state_out]
+                tensor = pb_utils.Tensor("forecast", np.ascontiguousarray(fc[start : start + n]))
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
+                start += n
+        for i, r in enumerate(requests):
+            if responses[i] is None:
+                shape = (1,) + tuple(int(d) for d in self.session.get_outputs()[0].shape[1:])
+                zeros = np.zeros(shape, self.frame_dtype)
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("forecast", zeros)])
+            if _control(r, "END"):
+                corrid = _control(r, "CORRID")
+                self.states.pop(int(corrid) if corrid is not None else 0, None)
+        return responses
+
+    def finalize(self):
+        self.states.clear()

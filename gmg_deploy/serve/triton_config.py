@@ -1,0 +1,135 @@
+"""``config.pbtxt`` text for a forecast graph served by Triton: implicit server-side state, or the Python backend.
+
+Both flavours take ``frame (B,C,H,W)`` and answer ``forecast (B,K,C,H,W)`` per request of one sequence.
+``implicit``: platform ``onnxruntime_onnx``/``tensorrt_plan``, one ``sequence_batching.state`` entry per
+recurrent tensor (``state_in.X`` <-> ``state_out.X``, ``zero_data`` initial state), no control inputs.
+``python``: ``backend: "python"`` with START/END/READY/CORRID controls (see :mod:`.python_model`).
+The model's gmg-deploy metadata travels in ``parameters["gmg_deploy_metadata"]`` for clients.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, config_from_metadata
+
+FLAVOURS = ("implicit", "python")
+STRATEGIES = ("oldest", "direct")
+METADATA_PARAM = "gmg_deploy_metadata"
+#: First opset whose GridSample TensorRT misreads (TensorRT issue #4646); see export.trt_lint.
+TRT_MAX_OPSET = 19
+_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``gmg-triton`` was asked for (validated by :func:`check_options`)."""
+
+    name: str = "gmg"
+    flavour: str = "implicit"
+    max_batch: int | None = None
+    instances: int = 1
+    max_streams: int = 64
+    strategy: str = "oldest"
+    idle_timeout_s: float = 60.0
+    intra_op_threads: int = 1
+
+
+def check_options(o: ServeOptions) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", o.name or ""):
+        raise InputError(f"--name {o.name!r}: use letters, digits, '_', '-', '.' (a folder name, no '/')")
+    if o.flavour not in FLAVOURS:
+        raise InputError(f"--flavour {o.flavour!r} is not one of {', '.join(FLAVOURS)}")
+    if o.strategy not in STRATEGIES:
+        raise InputError(f"--strategy {o.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    for flag, v in (("--instances", o.instances), ("--max-streams", o.max_streams),
+                    ("--max-batch", 1 if o.max_batch is None else o.max_batch)):
+        if v < 1:
+            raise InputError(f"{flag}={v} must be >= 1")
+    if not o.idle_timeout_s > 0:
+        raise InputError(f"--idle-timeout={o.idle_timeout_s} must be > 0 seconds")
+
+
+def check_forecast_metadata(meta: dict[str, Any], where: str) -> None:
+    """Triton serves the one-call forecast graph with a dynamic batch axis."""
+    if meta.get("graph") != "forecast":
+        raise InputError(f"{where} is a {meta.get('graph')!r} graph; Triton serves the forecast graph: "
+                         "gmg-export --graph forecast --horizon K")
+    if meta.get("batch") is not None:
+        raise InputError(f"{where} has a fixed batch of {meta['batch']}; Triton batches streams on axis 0: "
+                         "re-export without --batch (dynamic batch axis)")
+
+
+def check_state_pairing(inputs: list[str], outputs: list[str]) -> None:
+    """Triton pairs state inputs with outputs by position in two separately sorted lists (server issue
+    #8586): ``state_in.X`` must sit where ``state_out.X`` sits after sorting both."""
+    si, so = sorted(inputs), sorted(outputs)
+    for a, b in zip(si, so):
+        if a[len(STATE_IN):] != b[len(STATE_OUT):]:
+            raise InputError(f"state tensors {a} and {b} would be paired by Triton (names sort differently, "
+                             "server issue #8586); rename the states so that both lists sort alike")
+    if len(si) != len(so):
+        raise InputError(f"{len(si)} state inputs but {len(so)} state outputs; re-export the model")
+
+
+def _dims(shape: Any) -> str:
+    return "[ " + ", ".join(str(int(d)) for d in shape) + " ]"
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # a protobuf text-format string literal (JSON escapes are a subset)
+
+
+def config_text(meta: dict[str, Any], o: ServeOptions, *, platform: str, max_batch: int) -> str:
+    """The ``config.pbtxt`` text. ``platform``: ``onnxruntime_onnx``, ``tensorrt_plan`` or ``python``."""
+    cfg = config_from_metadata(meta)
+    C, H, W = cfg.frame_shape
+    K = int(meta["horizon"])
+    io_t = _TYPES[meta.get("io_dtype", "float32")]
+    st_t = _TYPES[meta.get("state_dtype", "float32")]
+    states = [(STATE_IN + s["name"], STATE_OUT + s["name"], s["shape"][1:]) for s in meta["state"]]
+    check_state_pairing([s[0] for s in states], [s[1] for s in states])
+    lines = [f"name: {_q(o.name)}"]
+    lines.append('backend: "python"' if platform == "python" else f"platform: {_q(platform)}")
+    lines += [f"max_batch_size: {int(max_batch)}",
+              f"input [ {{ name: \"frame\" data_type: {io_t} dims: {_dims((C, H, W))} }} ]",
+              f"output [ {{ name: \"forecast\" data_type: {io_t} dims: {_dims((K, C, H, W))} }} ]",
+              "sequence_batching {",
+              f"  max_sequence_idle_microseconds: {int(o.idle_timeout_s * 1e6)}"]
+    if o.strategy == "oldest":
+        lines.append(f"  oldest {{ max_candidate_sequences: {int(o.max_streams)} "
+                     f"preferred_batch_size: [ {int(max_batch)} ] max_queue_delay_microseconds: 0 }}")
+    else:
+        lines.append("  direct { }")
+    if platform == "python":
+        lines.append("  control_input [")
+        ctl = [("START", "CONTROL_SEQUENCE_START"), ("END", "CONTROL_SEQUENCE_END"),
+               ("READY", "CONTROL_SEQUENCE_READY")]
+        for k, (name, kind) in enumerate(ctl):
+            lines.append(f"    {{ name: \"{name}\" control [ {{ kind: {kind} int32_false_true: [ 0, 1 ] }} ] }},")
+        lines.append("    { name: \"CORRID\" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }")
+        lines.append("  ]")
+    else:
+        lines.append("  state [")
+        for k, (si, so, dims) in enumerate(states):
+            sep = "," if k < len(states) - 1 else ""
+            lines.append(f"    {{ input_name: {_q(si)} output_name: {_q(so)} data_type: {st_t} dims: {_dims(dims)}")
+            lines.append(f"      initial_state {{ name: \"zeros\" data_type: {st_t} dims: {_dims(dims)} "
+                         f"zero_data: true }} }}{sep}")
+        lines.append("  ]")
+    lines.append("}")
+    kind = {"python": "KIND_CPU", "tensorrt_plan": "KIND_GPU"}.get(platform)
+    lines.append(f"instance_group [ {{ count: {int(o.instances)}" + (f" kind: {kind}" if kind else "") + " } ]")
+    params = {METADATA_PARAM: json.dumps(meta, sort_keys=True)}
+    if platform == "python":
+        params.update(onnx_file="model.onnx", intra_op_threads=str(int(o.intra_op_threads)))
+    lines.append("parameters [")
+    items = sorted(params.items())
+    for k, (key, val) in enumerate(items):
+        lines.append(f"  {{ key: {_q(key)} value: {{ string_value: {_q(val)} }} }}" + ("," if k < len(items) - 1 else ""))
+    lines.append("]")
+    return "\n".join(lines) + "\n"
