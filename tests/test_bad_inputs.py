@@ -362,3 +362,23 @@ def test_ctrl_c_at_any_moment(ws, tmp_path):
         assert not out.exists() or out.stat().st_size > 0
     assert interrupted >= 2
     assert all(not f.name.endswith(".tmp") for f in tmp_path.iterdir())
+
+
+def test_every_console_script_answers_usage_errors_in_one_line():
+    """Each [project.scripts] entry is a OneLineCommand: click's own usage errors become one `error:` line, exit 2."""
+    import importlib
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from gmg_deploy.cli.precision_common import OneLineCommand
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    for name, target in scripts.items():
+        module, attr = target.split(":")
+        assert isinstance(getattr(importlib.import_module(module), attr), OneLineCommand), name
+    p = subprocess.run([sys.executable, "-m", "gmg_deploy.cli.triton_cmd", "--bogus"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and p.stderr.startswith("error: gmg-triton: ")

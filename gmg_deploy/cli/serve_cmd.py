@@ -11,7 +11,7 @@ import time
 
 import click
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 
 
 def _port(ctx, param, value):  # click callback
@@ -20,7 +20,7 @@ def _port(ctx, param, value):  # click callback
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("repo", type=click.Path(file_okay=False))
 @click.option("--grpc-port", type=int, default=8001, show_default=True, callback=_port)
 @click.option("--http-port", type=int, default=8000, show_default=True, callback=_port)

@@ -15,10 +15,10 @@ import json
 
 import click
 
-from gmg_deploy.cli.precision_common import one_line_errors
+from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "model", required=True, metavar="FORECAST.onnx|MODEL.plan",
               help="Forecast graph (gmg-export --graph forecast) or a TensorRT engine built from one (gmg-build).")
 @click.option("-o", "--output", "repo", required=True, metavar="REPO", help="Model repository folder (created).")
