@@ -5,7 +5,7 @@ Schema (version 1)::
     {
       "schema": 1,
       "toolkit_version": "0.1.0",
-      "graph": "step" | "sequence",
+      "graph": "step" | "sequence" | "forecast",
       "config": {...ModelConfig.to_dict()...},
       "warp": "gridsample" | "gather",
       "warp_gate": "motionrnn" | "published",   # resolved warp-gate layout (also config.warp_gate)
@@ -20,9 +20,9 @@ Schema (version 1)::
       "calibration": null | {...}             # INT8 only
     }
 
-Step graph I/O: ``frame (B,C,H,W)`` and ``state_in.<name>`` -> ``next_frame (B,C,H,W)`` and
-``state_out.<name>`` (same shapes; feed each ``state_out.X`` back as ``state_in.X``; zeros start).
-Sequence graph I/O: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``.
+``state``, ``inputs`` and ``outputs`` are written from :class:`gmg_deploy.export.signature.StepSignature`
+(the one definition of the I/O names, order and shapes); :func:`signature_of` reads it back.
+A ``"forecast"`` graph also carries ``"horizon": K``.
 """
 from __future__ import annotations
 
@@ -34,13 +34,14 @@ import numpy as np
 
 from gmg_deploy import __version__
 from gmg_deploy.errors import GMGError
+from gmg_deploy.export.signature import STATE_IN, STATE_OUT, StepSignature
 from gmg_deploy.model.config import ModelConfig
-from gmg_deploy.model.network import state_shapes
 
 METADATA_KEY = "gmg_deploy"
 SCHEMA_VERSION = 1
-STATE_IN = "state_in."
-STATE_OUT = "state_out."
+__all__ = ["METADATA_KEY", "SCHEMA_VERSION", "STATE_IN", "STATE_OUT", "MetadataError", "build_metadata",
+           "attach_metadata", "metadata_from_proto", "read_metadata", "warp_gate_of", "config_from_metadata",
+           "signature_of"]
 
 
 class MetadataError(GMGError, ValueError):
@@ -66,18 +67,12 @@ def build_metadata(
     test_mean: Any = None,
     test_std: Any = None,
     calibration: dict[str, Any] | None = None,
+    horizon: int | None = None,
 ) -> dict[str, Any]:
-    """The metadata dict for a graph exported from a model with ``config``."""
-    if graph not in ("step", "sequence"):
-        raise ValueError(f"graph={graph!r}")
-    shapes = state_shapes(config, 1)
-    state = [{"name": n, "shape": [batch] + list(s[1:])} for n, s in shapes.items()]
-    if graph == "step":
-        inputs = ["frame"] + [STATE_IN + n for n in shapes]
-        outputs = ["next_frame"] + [STATE_OUT + n for n in shapes]
-    else:
-        inputs, outputs = ["frames"], ["preds"]
-    return {
+    """The metadata dict for a graph exported from a model with ``config`` (I/O from :class:`StepSignature`)."""
+    sig = StepSignature.from_config(config, graph, batch=batch, io_dtype=io_dtype, state_dtype=state_dtype,
+                                    horizon=horizon)
+    meta = {
         "schema": SCHEMA_VERSION,
         "toolkit_version": __version__,
         "graph": graph,
@@ -89,13 +84,16 @@ def build_metadata(
         "precision": precision,
         "io_dtype": io_dtype,
         "state_dtype": state_dtype,
-        "state": state,
-        "inputs": inputs,
-        "outputs": outputs,
+        "state": sig.state_records(),
+        "inputs": sig.input_names,
+        "outputs": sig.output_names,
         "test_mean": _jsonable(test_mean),
         "test_std": _jsonable(test_std),
         "calibration": calibration,
     }
+    if sig.horizon is not None:
+        meta["horizon"] = sig.horizon
+    return meta
 
 
 def attach_metadata(model_proto: Any, meta: dict[str, Any]) -> None:
@@ -144,4 +142,10 @@ def warp_gate_of(meta: dict[str, Any]) -> str:
 
 
 def config_from_metadata(meta: dict[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` a graph was exported from (with its resolved warp-gate layout)."""
     return ModelConfig.from_dict({**meta["config"], "warp_gate": warp_gate_of(meta)})
+
+
+def signature_of(meta: dict[str, Any]) -> StepSignature:
+    """The :class:`StepSignature` (I/O names, order, shapes, dtypes) a graph's metadata describes."""
+    return StepSignature.from_metadata(meta)
