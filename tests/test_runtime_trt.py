@@ -8,14 +8,13 @@ import pytest
 
 from conftest import fixture_hparams
 from gmg_deploy.engine.profile import BatchRange
-from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
+from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, normalise_dtype
+from gmg_deploy.engine.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, build_metadata
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime import Forecaster
-from gmg_deploy.runtime.binding_plan import (
-    EngineIO, TensorSpec, check_sidecar_matches, make_binding_plan, normalise_dtype, read_sidecar,
-)
+from gmg_deploy.runtime.binding_plan import check_sidecar_matches, make_binding_plan
 
 
 @pytest.fixture(scope="module")
@@ -135,5 +134,6 @@ def test_opening_an_engine_without_tensorrt_or_cuda(tmp_path, meta):
     write_sidecar(plan, {"metadata": meta, "io": []})
     with pytest.raises(InputError, match="runs on CUDA only, not device 'cpu'; use --device cuda"):
         Forecaster.open(plan, device="cpu")
-    with pytest.raises(InputError, match=r"needs the 'tensorrt' Python package \(pip install gmg-deploy\[trt\]\)"):
+    with pytest.raises(InputError, match=r"the TensorRT backend needs the 'tensorrt' Python package, which is not "
+                                         r"installed: pip install \"gmg-deploy\[trt\]\".*--backend onnxruntime"):
         Forecaster.open(plan, device="cuda")

@@ -67,8 +67,9 @@ class Forecaster:
     from a fresh (or reset) state and then calling ``forecast(aft)`` reproduces ``model.predict``.
     """
 
-    def __init__(self, engine: StepBackend) -> None:
-        self.engine = engine
+    def __init__(self, backend: StepBackend) -> None:
+        #: The :class:`StepBackend` running the steps (its name: :attr:`backend_name`).
+        self.backend = backend
         #: Check inputs for NaN/inf (on a CUDA tensor this reads one flag back from the device per call).
         self.check_finite = True
         self._cur = 0
@@ -96,16 +97,16 @@ class Forecaster:
         if kind == "torch":
             from gmg_deploy.runtime.torch_backend import TorchBackend
 
-            engine: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+            runner: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
         elif kind == "onnxruntime":
             from gmg_deploy.runtime.ort_backend import OrtBackend
 
-            engine = OrtBackend(path, device=device, batch_size=batch_size, **kwargs)
+            runner = OrtBackend(path, device=device, batch_size=batch_size, **kwargs)
         else:
             from gmg_deploy.runtime.trt_backend import TensorRTBackend
 
-            engine = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
-        return cls(engine)
+            runner = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
+        return cls(runner)
 
     @classmethod
     def from_model(cls, model: Any, *, device: str = "cpu", batch_size: int = 1, **kwargs: Any) -> "Forecaster":
@@ -118,27 +119,28 @@ class Forecaster:
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> ModelConfig:
-        return self.engine.config
+        return self.backend.config
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self.engine.metadata
+        return self.backend.metadata
 
     @property
-    def backend(self) -> str:
-        return self.engine.name
+    def backend_name(self) -> str:
+        """``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``."""
+        return self.backend.name
 
     @property
     def device(self) -> torch.device:
-        return self.engine.device
+        return self.backend.device
 
     @property
     def batch_size(self) -> int:
-        return self.engine.batch_size
+        return self.backend.batch_size
 
     @property
     def batch_mode(self) -> str:
-        return self.engine.batch_mode
+        return self.backend.batch_mode
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -147,7 +149,7 @@ class Forecaster:
     @property
     def state(self) -> "OrderedDict[str, torch.Tensor]":
         """The observed state tensors (live device buffers; read-only by convention)."""
-        return self.engine.sets[self._cur].state
+        return self.backend.sets[self._cur].state
 
     # ------------------------------------------------------------------ streaming
     def observe(self, frame: Any, *, return_device: bool = False) -> Any:
@@ -159,7 +161,7 @@ class Forecaster:
         ndim = check_frames(frame, self.batch_size, self.frame_shape, finite=self.check_finite)
         x = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
         seq = x if ndim == 5 else x[:, None]
-        eng = self.engine
+        eng = self.backend
         src = self._cur
         a, b = other_sets(src)
         outs = []
@@ -184,7 +186,7 @@ class Forecaster:
             raise InputError(f"forecast horizon k={k!r} must be an integer >= 1")
         if not self._observed:
             raise InputError("forecast() needs a prediction to start from; call observe() first")
-        eng = self.engine
+        eng = self.backend
         src = self._cur
         a, b = other_sets(src)
         outs = [self._take(eng.sets[src].pred, return_device)]
@@ -198,7 +200,7 @@ class Forecaster:
     def reset(self, slots: Any = None) -> None:
         """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
         idx = check_slots(slots, self.batch_size)
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         if len(idx) == self.batch_size:
             for t in s.tensors():
                 t.zero_()
@@ -210,7 +212,7 @@ class Forecaster:
 
     def snapshot(self) -> StreamState:
         """A device-side copy of the observed state of every slot (for :meth:`restore`)."""
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         return StreamState(
             pred=s.pred.clone(),
             state=OrderedDict((n, t.clone()) for n, t in s.state.items()),
@@ -221,7 +223,7 @@ class Forecaster:
         """Put back a :meth:`snapshot` taken from a runtime of the same model and batch size."""
         if not isinstance(snap, StreamState):
             raise InputError(f"restore() takes a StreamState from snapshot(), got {type(snap).__name__}")
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         if list(snap.state) != list(s.state) or any(
             tuple(snap.state[n].shape) != tuple(t.shape) for n, t in s.state.items()
         ) or tuple(snap.pred.shape) != tuple(s.pred.shape):
@@ -235,10 +237,10 @@ class Forecaster:
 
     def synchronize(self) -> None:
         """Wait for queued device work (only needed with ``return_device=True`` on CUDA)."""
-        self.engine.synchronize()
+        self.backend.synchronize()
 
     def close(self) -> None:
-        self.engine.close()
+        self.backend.close()
 
     def __enter__(self) -> "Forecaster":
         return self
@@ -248,7 +250,7 @@ class Forecaster:
 
     def __repr__(self) -> str:
         C, H, W = self.frame_shape
-        return (f"Forecaster(backend={self.backend}, device={self.device}, batch_size={self.batch_size}, "
+        return (f"Forecaster(backend={self.backend_name}, device={self.device}, batch_size={self.batch_size}, "
                 f"frame=({C},{H},{W}), arch={self.config.arch})")
 
     # ------------------------------------------------------------------ helpers
