@@ -113,6 +113,17 @@ def test_sidecar_errors(tmp_path):
     bad.write_text(json.dumps({"metadata": {"schema": 99}}))
     with pytest.raises(MetadataError, match="metadata schema 99 is not 1"):
         read_sidecar(bad)
+    good = {"metadata": build_metadata(ModelConfig.from_hparams(fixture_hparams("gmg_tiny")), graph="step",
+                                       warp="gridsample", batch_mode="invariant", batch=None)}
+    bad.write_text(json.dumps({"onnx_metadata": good["metadata"]}))  # a key no gmg-build writes
+    with pytest.raises(MetadataError, match="has no gmg-deploy metadata"):
+        read_sidecar(bad)
+    bad.write_text(json.dumps(dict(good, schema=2)))
+    with pytest.raises(MetadataError, match="has schema 2, this version reads 1"):
+        read_sidecar(bad)
+    bad.write_text(json.dumps(dict(good, io=[{"name": "frame", "shape": [-1, 1, 16, 16], "dtype": "FLOAT"}])))
+    with pytest.raises(MetadataError, match="an I/O record lacks name/mode/shape/dtype"):
+        read_sidecar(bad)
 
 
 def test_dtype_names():

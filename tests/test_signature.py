@@ -133,7 +133,7 @@ def test_backends_share_the_template(tmp_path):
     with Forecaster.open(path, batch_size=2) as ort_fc, Forecaster.from_model(copy.deepcopy(_model("gmg_tiny")), batch_size=2) as pt:
         for fc, name in ((ort_fc, "onnxruntime"), (pt, "torch")):
             assert isinstance(fc.backend, StepBackend) and fc.backend_name == name
-            assert fc.backend.signature == StepSignature.from_config(fc.config, "step")
+            assert fc.signature == fc.backend.signature == StepSignature.from_config(fc.config, "step")
             assert list(fc.state) == fc.backend.signature.state_names
             assert tuple(fc.backend.frame_in.shape) == fc.backend.signature.inputs(2)[0].shape
             with pytest.raises(ValueError, match="two different sets"):

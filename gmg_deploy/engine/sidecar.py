@@ -94,6 +94,9 @@ def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
         raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
     if not isinstance(doc, dict):
         raise MetadataError(f"engine sidecar {p} holds no JSON object; rebuild the engine with gmg-build")
+    if doc.get("schema", SIDECAR_SCHEMA) != SIDECAR_SCHEMA:
+        raise MetadataError(f"engine sidecar {p} has schema {doc.get('schema')!r}, this version reads "
+                            f"{SIDECAR_SCHEMA}; rebuild the engine with this gmg-build")
     meta = doc.get("metadata")
     if not isinstance(meta, dict):
         raise MetadataError(f"engine sidecar {p} has no gmg-deploy metadata; rebuild the engine with gmg-build")

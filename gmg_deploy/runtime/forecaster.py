@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError
+from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
@@ -124,6 +125,11 @@ class Forecaster:
     @property
     def metadata(self) -> dict[str, Any]:
         return self.backend.metadata
+
+    @property
+    def signature(self) -> StepSignature:
+        """The step graph's I/O contract (names, order, shapes, dtypes) the backend runs."""
+        return self.backend.signature
 
     @property
     def backend_name(self) -> str:
