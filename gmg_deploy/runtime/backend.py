@@ -37,12 +37,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def check_step_metadata(meta: dict[str, Any], where: str, batch_size: int) -> None:
-    """The metadata describes a step graph usable with ``batch_size`` streams, else one clear error."""
-    if meta.get("graph") != "step":
+_GRAPH_HINTS = {"step": "a step graph (gmg-export --graph step)", "forecast": "a forecast graph (--graph forecast)"}
+
+
+def check_step_metadata(meta: dict[str, Any], where: str, batch_size: int, kinds: tuple[str, ...] = ("step",)) -> None:
+    """The metadata describes a graph of one of ``kinds`` usable with ``batch_size`` streams, else one clear error."""
+    if meta.get("graph") not in kinds:
         raise MetadataError(
-            f"{where} is a {meta.get('graph')!r} graph; the streaming runtime needs a step graph "
-            "(gmg-export --graph step)"
+            f"{where} is a {meta.get('graph')!r} graph; the streaming runtime needs "
+            + " or ".join(_GRAPH_HINTS.get(k, f"a {k} graph") for k in kinds)
         )
     fixed = meta.get("batch")
     if fixed is not None and int(fixed) != batch_size:
@@ -56,6 +59,8 @@ class StepBackend(ABC):
     """Owns the buffers (three :class:`BufferSet` and one staging ``frame_in``) and runs steps on them."""
 
     name: str = "?"
+    #: Graph kinds (:data:`gmg_deploy.export.signature.GRAPH_KINDS`) this backend runs.
+    graph_kinds: tuple[str, ...] = ("step",)
     config: ModelConfig
     metadata: dict[str, Any]
     signature: StepSignature
@@ -72,8 +77,9 @@ class StepBackend(ABC):
             raise InputError(f"batch_size={batch_size} must be >= 1")
 
     def _set_metadata(self, metadata: dict[str, Any], where: str) -> None:
-        """Accept a step graph's metadata for ``self.batch_size`` streams; keep its signature and config."""
-        check_step_metadata(metadata, where, self.batch_size)
+        """Accept the metadata of a graph of :attr:`graph_kinds` for ``self.batch_size`` streams; keep its
+        signature and config."""
+        check_step_metadata(metadata, where, self.batch_size, self.graph_kinds)
         self.metadata = metadata
         self.signature = signature_of(metadata)
         if not self.signature.matches(metadata.get("inputs", []), metadata.get("outputs", [])):
