@@ -105,10 +105,10 @@ def test_forecaster_uses_the_stored_rollout(graphs, io_binding):
     sp, fp, _ = graphs["motionrnn_tiny"]
     a = Forecaster.open(fp, batch_size=3, io_binding=io_binding, threads=1)
     b = Forecaster.open(sp, batch_size=3, io_binding=io_binding, threads=1)
-    assert a.engine.horizon == 4 and b.engine.horizon is None
+    assert a.backend.horizon == 4 and b.backend.horizon is None
     calls = []
-    run = a.engine.run
-    a.engine.run = lambda *args: (calls.append(args), run(*args))[1]  # count engine calls (real engine runs)
+    run = a.backend.run
+    a.backend.run = lambda *args: (calls.append(args), run(*args))[1]  # count engine calls (real engine runs)
     rng = np.random.default_rng(5)
     for t in range(5):
         x = rng.random((3, 1, 16, 16), dtype=np.float32)

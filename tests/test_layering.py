@@ -48,14 +48,75 @@ def test_data_generator_needs_only_the_model():
         assert _imports(f) <= {"data", "model"} | UTIL, f.name
 
 
-def test_tensorrt_is_called_from_two_thin_modules_only():
-    """Building (engine/trt_engine.py) and running (runtime/trt_backend.py) engines: nothing else imports it."""
-    users = set()
-    for f in PKG.rglob("*.py"):
-        tree = ast.parse(f.read_text())
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            if any(n == "tensorrt" or n.startswith("tensorrt.") for n in names):
-                users.add(str(f.relative_to(PKG)))
-    assert users == {"engine/trt_engine.py", "runtime/trt_backend.py"}
+_DYNAMIC_IMPORTS = {"import_module", "__import__", "find_spec", "find_loader"}
+
+
+def _is_trt(name: str) -> bool:
+    return name == "tensorrt" or name.startswith("tensorrt.")
+
+
+def _strings(node: ast.AST) -> set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+
+def _tensorrt_imports(tree: ast.Module) -> list[str]:
+    """How a module imports tensorrt: ``import``/``from`` statements, and dynamic imports (``importlib``,
+    ``__import__``, ``find_spec``) whose module name is the literal, or a name whose values can be seen: the
+    strings of the enclosing function and of every statement in the module calling that function."""
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if _is_trt(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and _is_trt(node.module):
+            found.append(node.module)
+        elif isinstance(node, ast.Call) and node.args:
+            f = node.func
+            fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if fname not in _DYNAMIC_IMPORTS:
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant):
+                if isinstance(arg.value, str) and _is_trt(arg.value):
+                    found.append(f"{fname}({arg.value!r})")
+                continue
+            seen = set()
+            fn = node
+            while fn in parents and not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                fn = parents[fn]
+            scope = fn if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) else tree
+            seen |= _strings(scope)
+            if scope is not tree:
+                for call in ast.walk(tree):
+                    if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == scope.name:
+                        stmt = call
+                        while stmt in parents and not isinstance(stmt, ast.stmt):
+                            stmt = parents[stmt]
+                        seen |= _strings(stmt)
+            if any(_is_trt(v) for v in seen):
+                found.append(f"{fname}(<name that can be 'tensorrt'>)")
+    return found
+
+
+def test_tensorrt_is_imported_by_one_module_only():
+    """``engine/trt_import.py`` holds the one ``import tensorrt`` (static or through importlib); building
+    (engine/trt_engine.py) and running (runtime/trt_backend.py) engines call its ``import_tensorrt``."""
+    users = {str(f.relative_to(PKG)): _tensorrt_imports(ast.parse(f.read_text())) for f in PKG.rglob("*.py")}
+    assert {f for f, how in users.items() if how} == {"engine/trt_import.py"}
+
+
+def test_the_tensorrt_import_check_sees_importlib():
+    """The check above catches what ``engine/environment.py`` once did: tensorrt through ``importlib``."""
+    sneaky = (
+        "import importlib\n"
+        "def _version(module):\n"
+        "    return importlib.import_module(module)\n"
+        "versions = {k: _version(k) for k in ('torch', 'tensorrt')}\n"
+    )
+    assert _tensorrt_imports(ast.parse(sneaky)) == ["import_module(<name that can be 'tensorrt'>)"]
+    assert _tensorrt_imports(ast.parse("import importlib.util\nimportlib.util.find_spec('tensorrt')\n")) == [
+        "find_spec('tensorrt')"]
+    assert _tensorrt_imports(ast.parse("__import__('tensorrt.plugin')\n")) == ["__import__('tensorrt.plugin')"]
+    assert _tensorrt_imports(ast.parse("from tensorrt import Logger\n")) == ["tensorrt"]
+    harmless = "import importlib\ndef v(m):\n    return importlib.import_module(m)\nx = [v(k) for k in ('onnx',)]\n"
+    assert _tensorrt_imports(ast.parse(harmless)) == []

@@ -91,7 +91,7 @@ def test_reference_batch_mode_reproduces_the_batched_quirk(onnx_models, gmg_ckpt
     for fc in fcs:
         assert fc.batch_mode == "reference"
         fc.observe(g["frames"][:, :PRE])
-        assert np.abs(fc.forecast(AFT) - g["preds"]).max() < TOL, fc.backend
+        assert np.abs(fc.forecast(AFT) - g["preds"]).max() < TOL, fc.backend_name
 
 
 def test_fixed_batch_graph_needs_its_batch(onnx_models):
@@ -228,7 +228,7 @@ def test_failed_step_leaves_state(onnx_models, monkeypatch):
     fc = Forecaster.open(onnx_models["motionrnn_tiny"], batch_size=2)
     fc.observe(g["frames"][:, 0])
     before = {n: t.clone() for n, t in fc.state.items()}
-    real, calls = fc.engine.run, []
+    real, calls = fc.backend.run, []
 
     def flaky(src, dst, from_pred):
         calls.append(dst)
@@ -236,7 +236,7 @@ def test_failed_step_leaves_state(onnx_models, monkeypatch):
             raise RuntimeError("device lost")
         real(src, dst, from_pred)
 
-    monkeypatch.setattr(fc.engine, "run", flaky)
+    monkeypatch.setattr(fc.backend, "run", flaky)
     with pytest.raises(RuntimeError, match="device lost"):
         fc.observe(g["frames"][:, 1:4])
     for n, t in fc.state.items():

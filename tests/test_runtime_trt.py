@@ -8,14 +8,13 @@ import pytest
 
 from conftest import fixture_hparams
 from gmg_deploy.engine.profile import BatchRange
-from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
+from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, normalise_dtype
+from gmg_deploy.engine.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, build_metadata
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime import Forecaster
-from gmg_deploy.runtime.binding_plan import (
-    EngineIO, TensorSpec, check_sidecar_matches, make_binding_plan, normalise_dtype, read_sidecar,
-)
+from gmg_deploy.runtime.binding_plan import check_sidecar_matches, make_binding_plan
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +113,17 @@ def test_sidecar_errors(tmp_path):
     bad.write_text(json.dumps({"metadata": {"schema": 99}}))
     with pytest.raises(MetadataError, match="metadata schema 99 is not 1"):
         read_sidecar(bad)
+    good = {"metadata": build_metadata(ModelConfig.from_hparams(fixture_hparams("gmg_tiny")), graph="step",
+                                       warp="gridsample", batch_mode="invariant", batch=None)}
+    bad.write_text(json.dumps({"onnx_metadata": good["metadata"]}))  # a key no gmg-build writes
+    with pytest.raises(MetadataError, match="has no gmg-deploy metadata"):
+        read_sidecar(bad)
+    bad.write_text(json.dumps(dict(good, schema=2)))
+    with pytest.raises(MetadataError, match="has schema 2, this version reads 1"):
+        read_sidecar(bad)
+    bad.write_text(json.dumps(dict(good, io=[{"name": "frame", "shape": [-1, 1, 16, 16], "dtype": "FLOAT"}])))
+    with pytest.raises(MetadataError, match="an I/O record lacks name/mode/shape/dtype"):
+        read_sidecar(bad)
 
 
 def test_dtype_names():
@@ -135,5 +145,6 @@ def test_opening_an_engine_without_tensorrt_or_cuda(tmp_path, meta):
     write_sidecar(plan, {"metadata": meta, "io": []})
     with pytest.raises(InputError, match="runs on CUDA only, not device 'cpu'; use --device cuda"):
         Forecaster.open(plan, device="cpu")
-    with pytest.raises(InputError, match=r"needs the 'tensorrt' Python package \(pip install gmg-deploy\[trt\]\)"):
+    with pytest.raises(InputError, match=r"the TensorRT backend needs the 'tensorrt' Python package, which is not "
+                                         r"installed: pip install \"gmg-deploy\[trt\]\".*--backend onnxruntime"):
         Forecaster.open(plan, device="cuda")

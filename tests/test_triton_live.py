@@ -126,7 +126,7 @@ def _stream(remote, local, frames: np.ndarray, errs: list, reset_at: int | None 
             local.reset([slot])
         a, b = remote.observe(frames[:, t]), local.observe(frames[:, t])
         errs.append(float(np.abs(a - b).max()))
-        for k in (remote.engine.horizon, 2):
+        for k in (remote.backend.horizon, 2):
             errs.append(float(np.abs(remote.forecast(k) - local.forecast(k)).max()))
 
 
@@ -154,7 +154,7 @@ def test_live_streams_match_local(served_repo):
         th.start()
         errs: list = []
         with Forecaster.open(url, batch_size=4) as remote:
-            assert remote.backend == "triton" and remote.engine.horizon == 4
+            assert remote.backend_name == "triton" and remote.backend.horizon == 4
             local = Forecaster.open(fc_path, batch_size=4, threads=1)
             untouched = Forecaster.open(fc_path, batch_size=4, threads=1)  # same frames, never reset
             for t in range(main_frames.shape[1]):

@@ -8,6 +8,9 @@ Needs TensorRT 10.x/11.x and a CUDA GPU: ``pip install "gmg-deploy[trt]"``; with
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import click
 
 from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
@@ -27,30 +30,51 @@ from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file (read and updated).")
 @click.option("--force", is_flag=True, help="Overwrite the engine.")
 @one_line_errors
-def main(model, output, min_batch, opt_batch, max_batch, workspace_mib, timing_cache, force):
+def main(**options: Any) -> None:
     """Build a TensorRT engine from MODEL (an ONNX graph exported by gmg-export)."""
+    _run(BuildOptions(**options))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``gmg-build`` was asked to do (its click arguments and options)."""
+
+    model: str
+    output: str
+    min_batch: int | None
+    opt_batch: int | None
+    max_batch: int | None
+    workspace_mib: int | None
+    timing_cache: str | None
+    force: bool
+
+
+def _run(opts: BuildOptions) -> None:
     from gmg_deploy.engine.profile import BuildError, batch_range, profile_shapes
     from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
     from gmg_deploy.export.metadata import read_metadata
+    from gmg_deploy.export.trt_lint import refuse_cpu_int8
     from gmg_deploy.io import atomic_write_bytes, check_output_path
 
-    meta = read_metadata(model)
-    from gmg_deploy.export.trt_lint import refuse_cpu_int8
+    # checks, all before TensorRT is touched
+    meta = read_metadata(opts.model)
+    refuse_cpu_int8(meta, opts.model)
+    rng = batch_range(meta, opts.min_batch, opts.opt_batch, opts.max_batch)
+    if opts.workspace_mib is not None and opts.workspace_mib < 1:
+        raise BuildError(f"--workspace={opts.workspace_mib} MiB must be >= 1")
+    out = check_output_path(opts.output, force=opts.force)
+    check_output_path(sidecar_path(out), force=opts.force)
+    # build, then write the engine and its sidecar
+    from gmg_deploy.engine.trt_engine import PURPOSE, build_engine
+    from gmg_deploy.engine.trt_import import import_tensorrt
 
-    refuse_cpu_int8(meta, model)
-    rng = batch_range(meta, min_batch, opt_batch, max_batch)
-    if workspace_mib is not None and workspace_mib < 1:
-        raise BuildError(f"--workspace={workspace_mib} MiB must be >= 1")
-    out = check_output_path(output, force=force)
-    check_output_path(sidecar_path(out), force=force)
-    from gmg_deploy.engine.trt_engine import build_engine, import_tensorrt
-
-    import_tensorrt()
-    plan, info = build_engine(model, profile_shapes(meta, rng), workspace_mib=workspace_mib, timing_cache=timing_cache)
+    import_tensorrt(PURPOSE)
+    plan, info = build_engine(opts.model, profile_shapes(meta, rng), workspace_mib=opts.workspace_mib,
+                              timing_cache=opts.timing_cache)
     atomic_write_bytes(out, plan)
-    side = build_sidecar(meta, onnx_path=model, trt_version=info["trt_version"], gpu_name=info["gpu_name"],
+    side = build_sidecar(meta, onnx_path=opts.model, trt_version=info["trt_version"], gpu_name=info["gpu_name"],
                          compute_capability=info["compute_capability"], batch=rng, io=info["io"],
-                         workspace_mib=workspace_mib, build_seconds=info["build_seconds"])
+                         workspace_mib=opts.workspace_mib, build_seconds=info["build_seconds"])
     write_sidecar(out, side)
     click.echo(f"wrote {out} ({len(plan) / 2**20:.1f} MiB, TensorRT {info['trt_version']}, {side['precision']}, "
                f"batch {rng.min}..{rng.max}) and {sidecar_path(out)}")

@@ -13,6 +13,8 @@ The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
 import click
 
@@ -56,57 +58,109 @@ def _human(n: int) -> str:
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
 @one_line_errors
-def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, horizon, warp, warp_gate, batch, dynamic_batch,
-         opset,
-         batch_mode, trust_checkpoint, as_json, force, **prec):
+def main(**options: Any) -> None:
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
-    if horizon is not None and graph != "forecast":
-        raise InputError("--horizon applies to --graph forecast only")
-    if horizon is not None and horizon < 1:
-        raise InputError(f"--horizon {horizon} must be >= 1")
-    check_precision_options(**prec, graph=graph)
-    if prec["calibration"]:  # a bad ranges file fails before the slow export
+    opts = ExportOptions.from_click(options)
+    check_precision_options(**opts.prec, graph=opts.graph)
+    if opts.prec["calibration"]:  # a bad ranges file fails before the slow export
         from gmg_deploy.calibration.ranges import load_ranges
 
-        load_ranges(prec["calibration"])
-    _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
-         batch_mode, trust_checkpoint, as_json, force, prec, horizon)
+        load_ranges(opts.prec["calibration"])
+    _run(opts)
 
 
-def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,
-         batch_mode, trust_checkpoint, as_json, force, prec, horizon=None) -> None:
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``gmg-export`` was asked to do (its click options; ``prec``: the precision options)."""
+
+    ckpt: str | None
+    config_file: str | None
+    in_shape: str | None
+    pre: int | None
+    aft: int | None
+    arch: str | None
+    output: str
+    graph: str
+    horizon: int | None
+    warp: str
+    warp_gate: str
+    batch: int | None
+    dynamic_batch: bool
+    opset: int
+    batch_mode: str
+    trust_checkpoint: bool
+    as_json: bool
+    force: bool
+    prec: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_click(cls, options: dict[str, Any]) -> "ExportOptions":
+        names = {f.name for f in fields(cls)} - {"prec"}
+        return cls(**{k: v for k, v in options.items() if k in names},
+                   prec={k: v for k, v in options.items() if k not in names})
+
+    def check(self) -> None:
+        """Option combinations that cannot work, refused before any slow work."""
+        if self.ckpt is None and (self.config_file or self.in_shape or self.arch or self.pre is not None
+                                  or self.aft is not None):
+            raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH")
+        if self.batch is not None and self.dynamic_batch:
+            raise InputError("--batch and --dynamic-batch exclude each other; give one")
+        if self.batch is not None and self.batch < 1:
+            raise InputError(f"--batch {self.batch} must be >= 1")
+        if self.horizon is not None and self.graph != "forecast":
+            raise InputError("--horizon applies to --graph forecast only")
+        if self.horizon is not None and self.horizon < 1:
+            raise InputError(f"--horizon {self.horizon} must be >= 1")
+
+
+def _run(opts: ExportOptions) -> None:
     from gmg_deploy.io import check_output_path
 
-    if ckpt is None and (config_file or in_shape or arch or pre is not None or aft is not None):
-        raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH")
-    if batch is not None and dynamic_batch:
-        raise InputError("--batch and --dynamic-batch exclude each other; give one")
-    if batch is not None and batch < 1:
-        raise InputError(f"--batch {batch} must be >= 1")
-    shape = _parse_shape(in_shape)
-    check_output_path(output, force=force)  # fail before the slow work
-    from gmg_deploy.export import export_model
+    opts.check()
+    shape = _parse_shape(opts.in_shape)
+    check_output_path(opts.output, force=opts.force)  # fail before the slow work
+    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    model = _load_model(opts, shape, say)
+    res = _export(model, opts, say)
+    _report(res, opts)
+
+
+def _load_model(opts: ExportOptions, shape: Any, say: Callable[[str], None]) -> Any:
+    """The checkpoint (or the shipped demo model) as a :class:`RecurrentPredictor`."""
     from gmg_deploy.model.checkpoint import load_checkpoint
 
-    say = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    ckpt = opts.ckpt
     if ckpt is None:
         from gmg_deploy.data.demo import demo_checkpoint_path
 
         ckpt = demo_checkpoint_path()
         say(f"no --ckpt: exporting the shipped demo model ({ckpt.name}, GMG on synthetic moving digits)")
     say(f"loading {ckpt}...")
-    model = load_checkpoint(ckpt, config_file=config_file, in_shape=shape, pre_seq_length=pre, aft_seq_length=aft,
-                            arch=arch, warp=warp, warp_gate=warp_gate, trust_checkpoint=trust_checkpoint)
+    return load_checkpoint(ckpt, config_file=opts.config_file, in_shape=shape, pre_seq_length=opts.pre,
+                           aft_seq_length=opts.aft, arch=opts.arch, warp=opts.warp, warp_gate=opts.warp_gate,
+                           trust_checkpoint=opts.trust_checkpoint)
+
+
+def _export(model: Any, opts: ExportOptions, say: Callable[[str], None]) -> Any:
+    """Export (with the precision pass in memory, before the one atomic write) -> ``ExportResult``."""
+    from gmg_deploy.export import export_model
+
+    prec = opts.prec
     transform = None
     if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
         say(f"converting to {prec['precision']}"
             + (f" (target {prec['target']})" if prec['precision'] == 'int8' else "") + "...")
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
-    res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
-                       progress=say, transform=transform, horizon=horizon)
-    note = auto_gate_note(warp_gate, res.warp_gate)
-    if as_json:
-        click.echo(json.dumps({**res.to_dict(), "warp_gate_requested": warp_gate}, sort_keys=True))
+    return export_model(model, opts.output, graph=opts.graph, batch=opts.batch, opset=opts.opset,
+                        batch_mode=opts.batch_mode, force=opts.force, progress=say, transform=transform,
+                        horizon=opts.horizon)
+
+
+def _report(res: Any, opts: ExportOptions) -> None:
+    note = auto_gate_note(opts.warp_gate, res.warp_gate)
+    if opts.as_json:
+        click.echo(json.dumps({**res.to_dict(), "warp_gate_requested": opts.warp_gate}, sort_keys=True))
     else:
         ops = ", ".join(f"{k} {v}" for k, v in list(res.op_types.items())[:8])
         click.echo(f"wrote {res.path} ({res.graph} graph, {res.node_count} nodes, {_human(res.file_size)}) "

@@ -181,7 +181,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
-        "engine": str(engine), "backend": fc.backend, "device": str(fc.device), "batch_size": fc.batch_size,
+        "engine": str(engine), "backend": fc.backend_name, "device": str(fc.device), "batch_size": fc.batch_size,
         "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
         "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),

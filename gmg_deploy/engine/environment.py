@@ -5,8 +5,11 @@ import importlib
 import platform
 from typing import Any
 
+from gmg_deploy.engine.trt_import import tensorrt_version
+
 
 def _version(module: str) -> str | None:
+    """The version of an installed module (never ``tensorrt``: that goes through :mod:`.trt_import`)."""
     try:
         m = importlib.import_module(module)
     except Exception:
@@ -16,7 +19,9 @@ def _version(module: str) -> str | None:
 
 def environment_report() -> dict[str, Any]:
     """A JSON-able report for ``gmg-doctor``."""
-    versions = {k: _version(k) for k in ("torch", "onnx", "onnxruntime", "tensorrt", "polygraphy", "numpy")}
+    versions = {k: _version(k) for k in ("torch", "onnx", "onnxruntime")}
+    versions["tensorrt"] = tensorrt_version()
+    versions.update({k: _version(k) for k in ("polygraphy", "numpy")})
     providers: list[str] = []
     if versions["onnxruntime"]:
         import onnxruntime as ort

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gmg_deploy.errors import GMGError
+from gmg_deploy.export.metadata import signature_of
 
 
 class BuildError(GMGError, ValueError):
@@ -38,16 +39,9 @@ def batch_range(meta: dict[str, Any], min_batch: int | None, opt_batch: int | No
 
 
 def input_shapes(meta: dict[str, Any]) -> dict[str, list[int]]:
-    """Every graph input's shape with batch 0 as a placeholder (frame/frames first, then state_in.*)."""
-    cfg = meta["config"]
-    T, C, H, W = cfg["in_shape"]
-    pre = int(cfg["pre_seq_length"])
-    if meta["graph"] == "sequence":
-        return {"frames": [0, pre, C, H, W]}
-    out = {"frame": [0, C, H, W]}
-    for st in meta["state"]:
-        out["state_in." + st["name"]] = [0] + [int(d) for d in st["shape"][1:]]
-    return out
+    """Every graph input's shape with batch 0 as a placeholder, in the signature's order (frame/frames first,
+    then state_in.*)."""
+    return {t.name: [int(d) for d in t.shape] for t in signature_of(meta).inputs(0)}
 
 
 def profile_shapes(meta: dict[str, Any], rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:

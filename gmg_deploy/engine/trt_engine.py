@@ -1,4 +1,6 @@
-"""The only module that calls TensorRT: parse an ONNX graph into a strongly typed network and build an engine.
+"""Build engines: parse an ONNX graph into a strongly typed TensorRT network and serialize an engine.
+
+TensorRT itself comes from :func:`gmg_deploy.engine.trt_import.import_tensorrt` (the one import).
 
 TensorRT 10.x: ``create_network(1 << STRONGLY_TYPED)``; 11.x: networks are always strongly typed (flag 0).
 No ``BuilderFlag.FP16/INT8`` and no calibrator: precision comes from the graph (FP16 types, Q/DQ nodes).
@@ -10,24 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from gmg_deploy.engine.profile import BuildError
+from gmg_deploy.engine.sidecar import io_record
+from gmg_deploy.engine.trt_import import import_tensorrt, major_version
 from gmg_deploy.io import atomic_write_bytes
 
-INSTALL_HINT = ('TensorRT is not installed; install it with pip install "gmg-deploy[trt]" '
-                "(TensorRT wheels come from NVIDIA's own package index: see NVIDIA's TensorRT install guide) on a machine with a CUDA GPU")
-
-
-def import_tensorrt() -> Any:
-    try:
-        import tensorrt as trt  # noqa: F401
-    except ImportError:
-        raise BuildError(INSTALL_HINT) from None
-    return trt
+#: What needs TensorRT here, for :func:`import_tensorrt`'s error.
+PURPOSE = "building a TensorRT engine (gmg-build)"
 
 
 def network_flags(trt: Any) -> int:
     """Creation flags: STRONGLY_TYPED on TensorRT 10, nothing on 11+ (always strongly typed)."""
-    major = int(str(trt.__version__).split(".")[0])
-    if major >= 11:
+    if major_version(trt) >= 11:
         return 0
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
@@ -40,7 +35,7 @@ def build_engine(
     timing_cache: str | Path | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Build a serialized engine; returns ``(plan_bytes, info)`` with version, GPU and I/O tensor info."""
-    trt = import_tensorrt()
+    trt = import_tensorrt(PURPOSE)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
@@ -67,13 +62,8 @@ def build_engine(
         raise BuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with a larger --workspace")
     if cache is not None:
         atomic_write_bytes(timing_cache, bytes(cache.serialize()))
-    io = []
-    for i in range(network.num_inputs):
-        t = network.get_input(i)
-        io.append({"name": t.name, "mode": "input", "shape": list(t.shape), "dtype": str(t.dtype).split(".")[-1]})
-    for i in range(network.num_outputs):
-        t = network.get_output(i)
-        io.append({"name": t.name, "mode": "output", "shape": list(t.shape), "dtype": str(t.dtype).split(".")[-1]})
+    io = [io_record(t.name, True, t.shape, t.dtype) for t in map(network.get_input, range(network.num_inputs))]
+    io += [io_record(t.name, False, t.shape, t.dtype) for t in map(network.get_output, range(network.num_outputs))]
     gpu_name, cc = gpu_info()
     return bytes(plan), {"trt_version": trt.__version__, "gpu_name": gpu_name, "compute_capability": cc,
                          "io": io, "build_seconds": seconds}

@@ -1,12 +1,14 @@
 """Stage: export - a model to ONNX (step graph with explicit state, or the unrolled sequence).
 
 Public API: :func:`export_model` (-> :class:`ExportResult`), :func:`read_metadata`,
-:func:`check_tensorrt_compat`.
+:func:`check_tensorrt_compat`, and :class:`StepSignature` (the graphs' I/O contract: names, order,
+shapes, dtypes).
 """
 from gmg_deploy.export.api import ExportResult, build_proto, export_model
 from gmg_deploy.export.metadata import read_metadata
+from gmg_deploy.export.signature import StepSignature
 
-__all__ = ["ExportResult", "build_proto", "export_model", "read_metadata", "check_tensorrt_compat"]
+__all__ = ["ExportResult", "StepSignature", "build_proto", "export_model", "read_metadata", "check_tensorrt_compat"]
 
 
 def check_tensorrt_compat(model_or_path, *, raise_on_error: bool = True):

@@ -15,6 +15,7 @@ from gmg_deploy.export.step_export import export_step_proto
 from gmg_deploy.io import atomic_write_with, check_output_path
 from gmg_deploy.model.network import RecurrentPredictor
 
+#: The graph kinds this exporter writes (:data:`gmg_deploy.export.signature.GRAPH_KINDS`).
 GRAPHS = ("step", "sequence", "forecast")
 
 

@@ -21,9 +21,8 @@ Schema (version 1)::
       "calibration": null | {...}             # INT8 only
     }
 
-Step graph I/O: ``frame (B,C,H,W)`` and ``state_in.<name>`` -> ``next_frame (B,C,H,W)`` and
-``state_out.<name>`` (same shapes; feed each ``state_out.X`` back as ``state_in.X``; zeros start).
-Sequence graph I/O: ``frames (B,pre,C,H,W)`` -> ``preds (B,aft,C,H,W)``.
+``state``, ``inputs`` and ``outputs`` are written from :class:`gmg_deploy.export.signature.StepSignature`
+(the one definition of the I/O names, order and shapes); :func:`signature_of` reads it back.
 Forecast graph I/O: the step graph's inputs -> ``forecast (B,K,C,H,W)`` (``forecast[:,0]`` is the step's
 ``next_frame``, then K-1 autoregressive frames) and ``state_out.*`` (the state after observing ``frame``).
 """
@@ -37,13 +36,14 @@ import numpy as np
 
 from gmg_deploy import __version__
 from gmg_deploy.errors import GMGError
+from gmg_deploy.export.signature import STATE_IN, STATE_OUT, StepSignature
 from gmg_deploy.model.config import ModelConfig
-from gmg_deploy.model.network import state_shapes
 
 METADATA_KEY = "gmg_deploy"
 SCHEMA_VERSION = 1
-STATE_IN = "state_in."
-STATE_OUT = "state_out."
+__all__ = ["METADATA_KEY", "SCHEMA_VERSION", "STATE_IN", "STATE_OUT", "MetadataError", "build_metadata",
+           "attach_metadata", "metadata_from_proto", "read_metadata", "warp_gate_of", "config_from_metadata",
+           "signature_of"]
 
 
 class MetadataError(GMGError, ValueError):
@@ -71,19 +71,10 @@ def build_metadata(
     calibration: dict[str, Any] | None = None,
     horizon: int | None = None,
 ) -> dict[str, Any]:
-    """The metadata dict for a graph exported from a model with ``config`` (``horizon``: forecast graphs)."""
-    if graph not in ("step", "sequence", "forecast"):
-        raise ValueError(f"graph={graph!r}")
-    shapes = state_shapes(config, 1)
-    state = [{"name": n, "shape": [batch] + list(s[1:])} for n, s in shapes.items()]
-    if graph in ("step", "forecast"):
-        inputs = ["frame"] + [STATE_IN + n for n in shapes]
-        outputs = ["next_frame" if graph == "step" else "forecast"] + [STATE_OUT + n for n in shapes]
-    else:
-        inputs, outputs = ["frames"], ["preds"]
-    extra = {"horizon": int(horizon)} if graph == "forecast" else {}
-    return {
-        **extra,
+    """The metadata dict for a graph exported from a model with ``config`` (I/O from :class:`StepSignature`)."""
+    sig = StepSignature.from_config(config, graph, batch=batch, io_dtype=io_dtype, state_dtype=state_dtype,
+                                    horizon=horizon)
+    meta = {
         "schema": SCHEMA_VERSION,
         "toolkit_version": __version__,
         "graph": graph,
@@ -95,20 +86,23 @@ def build_metadata(
         "precision": precision,
         "io_dtype": io_dtype,
         "state_dtype": state_dtype,
-        "state": state,
-        "inputs": inputs,
-        "outputs": outputs,
+        "state": sig.state_records(),
+        "inputs": sig.input_names,
+        "outputs": sig.output_names,
         "test_mean": _jsonable(test_mean),
         "test_std": _jsonable(test_std),
         "calibration": calibration,
     }
+    if sig.horizon is not None:
+        meta["horizon"] = sig.horizon
+    return meta
 
 
 def forecast_metadata(step_meta: dict[str, Any], horizon: int) -> dict[str, Any]:
     """A step graph's metadata (any precision) turned into that of the forecast graph built from it."""
     meta = dict(step_meta)
-    meta.update(graph="forecast", horizon=int(horizon),
-                outputs=["forecast"] + [o for o in step_meta["outputs"] if o.startswith(STATE_OUT)])
+    meta.update(graph="forecast", horizon=int(horizon))
+    meta["outputs"] = StepSignature.from_metadata(meta).output_names
     return meta
 
 
@@ -158,4 +152,10 @@ def warp_gate_of(meta: dict[str, Any]) -> str:
 
 
 def config_from_metadata(meta: dict[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` a graph was exported from (with its resolved warp-gate layout)."""
     return ModelConfig.from_dict({**meta["config"], "warp_gate": warp_gate_of(meta)})
+
+
+def signature_of(meta: dict[str, Any]) -> StepSignature:
+    """The :class:`StepSignature` (I/O names, order, shapes, dtypes) a graph's metadata describes."""
+    return StepSignature.from_metadata(meta)

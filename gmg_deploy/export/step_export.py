@@ -1,7 +1,7 @@
 """Export one recurrent step to ONNX (TorchScript exporter), state as explicit inputs and outputs.
 
 Graph: ``frame (B,C,H,W)``, ``state_in.<name>`` -> ``next_frame (B,C,H,W)``, ``state_out.<name>``
-(names and order: :func:`gmg_deploy.model.state_names`). The exported graph is cleaned by
+(names, order and shapes: :class:`gmg_deploy.export.signature.StepSignature`). The exported graph is cleaned by
 :func:`gmg_deploy.export.graph_passes.clean` (static shape plumbing, folded constants).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.graph_passes import clean
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT
+from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.network import RecurrentPredictor
 
 BATCH_MODES = ("invariant", "reference")
@@ -50,8 +50,9 @@ def check_export_options(model: RecurrentPredictor, *, batch: int | None, opset:
 
 
 def io_names(model: RecurrentPredictor) -> tuple[list[str], list[str]]:
-    names = model.state_names()
-    return ["frame"] + [STATE_IN + n for n in names], ["next_frame"] + [STATE_OUT + n for n in names]
+    """The step graph's input and output names in order (from :class:`StepSignature`)."""
+    sig = StepSignature.from_config(model.config)
+    return sig.input_names, sig.output_names
 
 
 def export_step_proto(
@@ -91,14 +92,13 @@ def export_step_proto(
 
 def _set_io_shapes(proto: onnx.ModelProto, model: RecurrentPredictor, batch: int | None) -> None:
     """Declare every graph input/output as float32 with static dims and the batch axis ``batch``."""
-    shapes = {"frame": (1, *model.config.frame_shape), "next_frame": (1, *model.config.frame_shape)}
-    for n, s in model.state_shapes(1).items():
-        shapes[STATE_IN + n] = shapes[STATE_OUT + n] = s
+    shapes = StepSignature.from_config(model.config).shapes(1)
     for v in list(proto.graph.input) + list(proto.graph.output):
         set_value_shape(v, shapes[v.name], batch)
 
 
 def set_value_shape(v: onnx.ValueInfoProto, shape: tuple[int, ...], batch: int | None) -> None:
+    """Type ``v`` as float32 of ``shape`` with axis 0 = ``batch`` (``None``: the dynamic axis ``batch``)."""
     t = v.type.tensor_type
     t.elem_type = onnx.TensorProto.FLOAT
     del t.shape.dim[:]

@@ -1,68 +1,20 @@
 """What a TensorRT engine must look like for the streaming runtime, checked without TensorRT.
 
-The TensorRT backend describes its engine as :class:`EngineIO` (names, I/O mode, shapes with -1 for
-dynamic axes, dtypes, optimisation-profile ranges) and :func:`make_binding_plan` checks it against the
-gmg-deploy metadata of the ONNX graph it was built from (read from the ``MODEL.plan.json`` sidecar the
-build stage writes). The resulting :class:`BindingPlan` says which shape to set on each input and which
-runtime buffer (frame, prediction, state) each tensor is bound to.
-
-Sidecar (``<engine>.json``, e.g. ``model.plan.json``)::
-
-    {"metadata": {...gmg-deploy ONNX metadata...},
-     "io": [{"name": "frame", "mode": "input", "shape": [-1, 1, 64, 64], "dtype": "float32"}, ...]}
-
-``onnx_metadata`` is accepted for ``metadata``; ``inputs``/``outputs`` lists of the same records for ``io``.
+The TensorRT backend describes its engine as :class:`gmg_deploy.engine.engine_io.EngineIO` (names, I/O
+mode, shapes with -1 for dynamic axes, dtypes, optimisation-profile ranges) and :func:`make_binding_plan`
+checks it against the :class:`gmg_deploy.export.signature.StepSignature` of the gmg-deploy metadata it was
+built from (read from the ``MODEL.plan.json`` sidecar by :func:`gmg_deploy.engine.sidecar.read_sidecar`).
+The resulting :class:`BindingPlan` says which shape to set on each input and which runtime buffer (frame,
+prediction, state) each tensor is bound to.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from gmg_deploy.export.metadata import SCHEMA_VERSION, STATE_IN, STATE_OUT, MetadataError
-
-FRAME_IN = "frame"
-FRAME_OUT = "next_frame"
-
-#: TensorRT ``DataType`` member names -> NumPy-style names (the build stage's sidecar writes ``FLOAT``...).
-TRT_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-                   "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8", "INT4": "int4"}
-
-
-def normalise_dtype(name: str) -> str:
-    """``"FLOAT"``, ``"DataType.HALF"``, ``"float32"`` -> ``"float32"``/``"float16"``/..."""
-    short = str(name).split(".")[-1]
-    return TRT_DTYPE_NAMES.get(short.upper(), short.lower())
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One engine I/O tensor: ``shape`` uses -1 for dynamic axes; ``dtype`` a NumPy-style name."""
-
-    name: str
-    is_input: bool
-    shape: tuple[int, ...]
-    dtype: str
-
-
-@dataclass(frozen=True)
-class EngineIO:
-    """An engine's I/O tensors (engine order) and, per input, profile 0's ``(min, opt, max)`` shapes."""
-
-    tensors: tuple[TensorSpec, ...]
-    profiles: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
-
-    @property
-    def inputs(self) -> list[str]:
-        return [t.name for t in self.tensors if t.is_input]
-
-    @property
-    def outputs(self) -> list[str]:
-        return [t.name for t in self.tensors if not t.is_input]
-
-    def spec(self, name: str) -> TensorSpec:
-        return next(t for t in self.tensors if t.name == name)
+from gmg_deploy.engine.engine_io import EngineIO
+from gmg_deploy.export.metadata import MetadataError, signature_of
+from gmg_deploy.export.signature import TensorSig
 
 
 @dataclass(frozen=True)
@@ -88,61 +40,10 @@ class BindingPlan:
         return {b.name: b.shape for b in self.bindings if b.is_input}
 
 
-# ---------------------------------------------------------------------------------------- sidecar
-def _spec_from_record(r: Any, mode: bool | None, where: str) -> TensorSpec:
-    try:
-        is_input = mode if mode is not None else str(r["mode"]).lower() == "input"
-        return TensorSpec(str(r["name"]), bool(is_input), tuple(-1 if d is None else int(d) for d in r["shape"]),
-                          normalise_dtype(r["dtype"]))
-    except (KeyError, TypeError, ValueError):
-        raise MetadataError(f"{where}: an I/O record lacks name/shape/dtype: {str(r)[:80]}; rebuild the engine") from None
-
-
-def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
-    """-> ``(metadata, io described in the sidecar or None)``."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise MetadataError(f"engine sidecar {p} does not exist; rebuild with gmg-build, or pass metadata_path=") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
-    if not isinstance(doc, dict):
-        raise MetadataError(f"engine sidecar {p} holds no JSON object; rebuild the engine with gmg-build")
-    meta = doc.get("metadata") or doc.get("onnx_metadata") or (doc if "schema" in doc else None)
-    if not isinstance(meta, dict):
-        raise MetadataError(f"engine sidecar {p} has no gmg-deploy metadata; rebuild the engine with gmg-build")
-    if meta.get("schema") != SCHEMA_VERSION:
-        raise MetadataError(f"engine sidecar {p}: metadata schema {meta.get('schema')} is not {SCHEMA_VERSION}")
-    specs: list[TensorSpec] = []
-    if isinstance(doc.get("io"), list):
-        specs = [_spec_from_record(r, None, str(p)) for r in doc["io"]]
-    else:
-        for key, mode in (("inputs", True), ("outputs", False)):
-            recs = doc.get(key)
-            if isinstance(recs, list) and recs and isinstance(recs[0], dict):
-                specs += [_spec_from_record(r, mode, str(p)) for r in recs]
-    return meta, (EngineIO(tuple(specs)) if specs else None)
-
-
 # ---------------------------------------------------------------------------------------- checks
-def expected_io(meta: dict[str, Any]) -> dict[str, tuple[bool, tuple[int | None, ...], str, str, str | None]]:
-    """name -> (is_input, shape with None for a dynamic batch, dtype, role, state name) from the metadata."""
-    from gmg_deploy.export.metadata import config_from_metadata
-
-    cfg = config_from_metadata(meta)
-    B = meta.get("batch")
-    frame = (B, *cfg.frame_shape)
-    io_dt, st_dt = meta.get("io_dtype", "float32"), meta.get("state_dtype", "float32")
-    out: dict[str, tuple[bool, tuple[int | None, ...], str, str, str | None]] = {
-        FRAME_IN: (True, frame, io_dt, "frame", None),
-        FRAME_OUT: (False, frame, io_dt, "pred", None),
-    }
-    for s in meta["state"]:
-        shape = tuple(s["shape"])
-        out[STATE_IN + s["name"]] = (True, shape, st_dt, "state", s["name"])
-        out[STATE_OUT + s["name"]] = (False, shape, st_dt, "state", s["name"])
-    return out
+def expected_io(meta: dict[str, Any]) -> dict[str, TensorSig]:
+    """name -> what the metadata's step signature says of it (shape with None for a dynamic batch, dtype, role)."""
+    return signature_of(meta).by_name()
 
 
 def check_engine_io(engine: EngineIO, meta: dict[str, Any], where: str) -> None:
@@ -159,7 +60,7 @@ def check_engine_io(engine: EngineIO, meta: dict[str, Any], where: str) -> None:
             "the engine and its .json come from different models - rebuild"
         )
     for t in engine.tensors:
-        is_in, shape, dtype, _, _ = want[t.name]
+        is_in, shape, dtype = want[t.name].is_input, want[t.name].shape, want[t.name].dtype
         if t.is_input != is_in:
             raise MetadataError(f"{where}: {t.name} is an engine {'input' if t.is_input else 'output'}, "
                                 f"the metadata says {'input' if is_in else 'output'}")
@@ -181,7 +82,7 @@ def make_binding_plan(engine: EngineIO, meta: dict[str, Any], batch_size: int, w
     want = expected_io(meta)
     bindings = []
     for t in engine.tensors:
-        _, _, _, role, state_name = want[t.name]
+        role, state_name = want[t.name].role, want[t.name].state_name
         b0 = t.shape[0]
         if b0 != -1 and b0 != batch_size:
             raise MetadataError(f"{where} has a fixed batch of {b0} ({t.name}); use --batch-size {b0}")
@@ -209,6 +110,3 @@ def check_sidecar_matches(engine: EngineIO, recorded: EngineIO | None, where: st
         raise MetadataError(f"{where}: the engine's I/O differs from its .json sidecar ({diff[:3]}); "
                             "the sidecar belongs to another engine - rebuild")
 
-
-def dims_to_tuple(dims: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(d) for d in dims)

@@ -3,7 +3,8 @@
 A step reads the state (and, when running autoregressively, the prediction) of one set and writes the
 next prediction and state into another. The observed state lives in one set; ``observe`` and
 ``forecast`` only ever write into the two other sets, so a failed call or a forecast never touches it,
-and no state is copied: the set that a step wrote becomes the next step's input.
+and no state is copied: the set that a step wrote becomes the next step's input. Shapes, order and dtypes
+come from the graph's :class:`gmg_deploy.export.signature.StepSignature` (see ``StepBackend._allocate``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 @dataclass
 class BufferSet:
-    """One step's worth of outputs: ``pred`` ``(B,C,H,W)`` and the state tensors in metadata order."""
+    """One step's worth of outputs: ``pred`` ``(B,C,H,W)`` and the state tensors in the signature's order."""
 
     pred: torch.Tensor
     state: "OrderedDict[str, torch.Tensor]"

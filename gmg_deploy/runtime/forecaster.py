@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError
+from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
@@ -73,8 +74,9 @@ class Forecaster:
     from a fresh (or reset) state and then calling ``forecast(aft)`` reproduces ``model.predict``.
     """
 
-    def __init__(self, engine: StepBackend) -> None:
-        self.engine = engine
+    def __init__(self, backend: StepBackend) -> None:
+        #: The :class:`StepBackend` running the steps (its name: :attr:`backend_name`).
+        self.backend = backend
         #: Check inputs for NaN/inf (on a CUDA tensor this reads one flag back from the device per call).
         self.check_finite = True
         self._cur = 0
@@ -105,20 +107,20 @@ class Forecaster:
         if kind == "torch":
             from gmg_deploy.runtime.torch_backend import TorchBackend
 
-            engine: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+            runner: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
         elif kind == "triton":
             from gmg_deploy.runtime.triton_backend import TritonBackend
 
-            engine = TritonBackend(str(path), device=device, batch_size=batch_size, **kwargs)
+            runner = TritonBackend(str(path), device=device, batch_size=batch_size, **kwargs)
         elif kind == "onnxruntime":
             from gmg_deploy.runtime.ort_backend import OrtBackend
 
-            engine = OrtBackend(path, device=device, batch_size=batch_size, **kwargs)
+            runner = OrtBackend(path, device=device, batch_size=batch_size, **kwargs)
         else:
             from gmg_deploy.runtime.trt_backend import TensorRTBackend
 
-            engine = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
-        return cls(engine)
+            runner = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
+        return cls(runner)
 
     @classmethod
     def from_model(cls, model: Any, *, device: str = "cpu", batch_size: int = 1, **kwargs: Any) -> "Forecaster":
@@ -131,27 +133,33 @@ class Forecaster:
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> ModelConfig:
-        return self.engine.config
+        return self.backend.config
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return self.engine.metadata
+        return self.backend.metadata
 
     @property
-    def backend(self) -> str:
-        return self.engine.name
+    def signature(self) -> StepSignature:
+        """The step graph's I/O contract (names, order, shapes, dtypes) the backend runs."""
+        return self.backend.signature
+
+    @property
+    def backend_name(self) -> str:
+        """``"torch"``, ``"onnxruntime"`` or ``"tensorrt"``."""
+        return self.backend.name
 
     @property
     def device(self) -> torch.device:
-        return self.engine.device
+        return self.backend.device
 
     @property
     def batch_size(self) -> int:
-        return self.engine.batch_size
+        return self.backend.batch_size
 
     @property
     def batch_mode(self) -> str:
-        return self.engine.batch_mode
+        return self.backend.batch_mode
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -160,7 +168,7 @@ class Forecaster:
     @property
     def state(self) -> "OrderedDict[str, torch.Tensor]":
         """The observed state tensors (live device buffers; read-only by convention)."""
-        return self.engine.sets[self._cur].state
+        return self.backend.sets[self._cur].state
 
     # ------------------------------------------------------------------ streaming
     def observe(self, frame: Any, *, return_device: bool = False) -> Any:
@@ -172,7 +180,7 @@ class Forecaster:
         ndim = check_frames(frame, self.batch_size, self.frame_shape, finite=self.check_finite)
         x = frame if isinstance(frame, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frame))
         seq = x if ndim == 5 else x[:, None]
-        eng = self.engine
+        eng = self.backend
         src = self._cur
         a, b = other_sets(src)
         outs = []
@@ -201,7 +209,7 @@ class Forecaster:
             raise InputError(f"forecast horizon k={k!r} must be an integer >= 1")
         if not self._observed:
             raise InputError("forecast() needs a prediction to start from; call observe() first")
-        eng = self.engine
+        eng = self.backend
         stored = getattr(eng, "rollout", None)
         if stored is not None and self._rollout_for == self._cur and k <= stored.shape[1]:
             r = stored[:, : int(k)]
@@ -221,10 +229,10 @@ class Forecaster:
         """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
         idx = check_slots(slots, self.batch_size)
         self._rollout_for = None
-        hook = getattr(self.engine, "reset_slots", None)  # engines whose state lives elsewhere (Triton)
+        hook = getattr(self.backend, "reset_slots", None)  # engines whose state lives elsewhere (Triton)
         if hook is not None:
             hook(idx)
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         if len(idx) == self.batch_size:
             for t in s.tensors():
                 t.zero_()
@@ -237,7 +245,7 @@ class Forecaster:
     def snapshot(self) -> StreamState:
         """A device-side copy of the observed state of every slot (for :meth:`restore`)."""
         self._check_snapshot()
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         return StreamState(
             pred=s.pred.clone(),
             state=OrderedDict((n, t.clone()) for n, t in s.state.items()),
@@ -249,7 +257,7 @@ class Forecaster:
         self._check_snapshot()
         if not isinstance(snap, StreamState):
             raise InputError(f"restore() takes a StreamState from snapshot(), got {type(snap).__name__}")
-        s = self.engine.sets[self._cur]
+        s = self.backend.sets[self._cur]
         if list(snap.state) != list(s.state) or any(
             tuple(snap.state[n].shape) != tuple(t.shape) for n, t in s.state.items()
         ) or tuple(snap.pred.shape) != tuple(s.pred.shape):
@@ -264,10 +272,10 @@ class Forecaster:
 
     def synchronize(self) -> None:
         """Wait for queued device work (only needed with ``return_device=True`` on CUDA)."""
-        self.engine.synchronize()
+        self.backend.synchronize()
 
     def close(self) -> None:
-        self.engine.close()
+        self.backend.close()
 
     def __enter__(self) -> "Forecaster":
         return self
@@ -277,13 +285,13 @@ class Forecaster:
 
     def __repr__(self) -> str:
         C, H, W = self.frame_shape
-        return (f"Forecaster(backend={self.backend}, device={self.device}, batch_size={self.batch_size}, "
+        return (f"Forecaster(backend={self.backend_name}, device={self.device}, batch_size={self.batch_size}, "
                 f"frame=({C},{H},{W}), arch={self.config.arch})")
 
     # ------------------------------------------------------------------ helpers
     def _check_snapshot(self) -> None:
-        if not getattr(self.engine, "supports_snapshot", True):
-            raise InputError(f"snapshot()/restore() are not available with backend {self.backend}: "
+        if not getattr(self.backend, "supports_snapshot", True):
+            raise InputError(f"snapshot()/restore() are not available with backend {self.backend_name}: "
                              "the state lives in the server")
 
     def _take(self, buf: torch.Tensor, on_device: bool) -> Any:

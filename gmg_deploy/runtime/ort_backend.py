@@ -7,6 +7,8 @@ Every input and output is bound by address (``IOBinding.bind_input``/``bind_outp
 buffers of :mod:`gmg_deploy.runtime.buffers`: on CPU to host memory, on CUDA (``onnxruntime-gpu``) to
 device memory on torch's current stream, so state never leaves the device. One binding per step kind is
 built once and reused. ``io_binding=False`` uses plain ``session.run`` with NumPy views instead (CPU).
+Checks shared with the other backends (batch, step metadata, device) live in :class:`StepBackend`; the
+graph's I/O names are checked against its :class:`gmg_deploy.export.signature.StepSignature`.
 """
 from __future__ import annotations
 
@@ -17,33 +19,19 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, MetadataError, config_from_metadata, read_metadata
+from gmg_deploy.export.metadata import MetadataError, read_metadata
 from gmg_deploy.export.ort_rollout import session_options
+from gmg_deploy.export.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
-from gmg_deploy.runtime.torch_backend import resolve_device
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
-
-
-def check_step_metadata(meta: dict[str, Any], where: str, batch_size: int) -> None:
-    """The metadata describes a step (or forecast) graph usable with ``batch_size`` streams, else one error."""
-    if meta.get("graph") not in ("step", "forecast"):
-        raise MetadataError(
-            f"{where} is a {meta.get('graph')!r} graph; the streaming runtime needs a step graph "
-            "(gmg-export --graph step) or a forecast graph (--graph forecast)"
-        )
-    fixed = meta.get("batch")
-    if fixed is not None and int(fixed) != batch_size:
-        raise MetadataError(
-            f"{where} was exported for batch {fixed}, but batch_size={batch_size}; use --batch-size {fixed} "
-            "or export with a dynamic batch"
-        )
 
 
 class OrtBackend(StepBackend):
     """``onnxruntime`` on CPU (``CPUExecutionProvider``) or CUDA (``CUDAExecutionProvider``)."""
 
     name = "onnxruntime"
+    graph_kinds = ("step", "forecast")
 
     def __init__(
         self,
@@ -58,14 +46,9 @@ class OrtBackend(StepBackend):
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise InputError(f"batch_size={batch_size} must be >= 1")
-        self.metadata = read_metadata(self.path)
-        check_step_metadata(self.metadata, str(self.path), self.batch_size)
-        self.config = config_from_metadata(self.metadata)
-        self.batch_mode = self.metadata.get("batch_mode", "invariant")
-        self.device = resolve_device(device)
+        self._set_batch_size(batch_size)
+        self._set_metadata(read_metadata(self.path), str(self.path))
+        self._set_device(device)
         opts = session_options(threads, spin)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.device.type == "cuda":
@@ -83,14 +66,12 @@ class OrtBackend(StepBackend):
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         self._check_io()
-        self._allocate(self.metadata.get("io_dtype", "float32"), self.metadata.get("state_dtype", "float32"))
+        self._allocate()
         #: Forecast graphs: frames per call and the last call's ``forecast`` output; step graphs: None.
         self.horizon: int | None = None
         self.rollout: torch.Tensor | None = None
-        self._frame_out = "next_frame"
-        if self.metadata["graph"] == "forecast":
-            self.horizon = int(self.metadata["horizon"])
-            self._frame_out = "forecast"
+        if self.signature.graph == "forecast":
+            self.horizon = int(self.signature.horizon)
             f = self.frame_in
             self.rollout = torch.zeros((f.shape[0], self.horizon, *f.shape[1:]), dtype=f.dtype, device=f.device)
         self.io_binding = io_binding
@@ -99,7 +80,7 @@ class OrtBackend(StepBackend):
     def _check_io(self) -> None:
         ins = [i.name for i in self.session.get_inputs()]
         outs = [o.name for o in self.session.get_outputs()]
-        if ins != list(self.metadata["inputs"]) or outs != list(self.metadata["outputs"]):
+        if not self.signature.matches(ins, outs):
             raise MetadataError(
                 f"{self.path}: graph I/O {ins[:2]}.../{outs[:2]}... does not match its gmg-deploy metadata; "
                 "re-export the model"
@@ -118,21 +99,21 @@ class OrtBackend(StepBackend):
         if b is None:
             b = self.session.io_binding()
             s, d = self.sets[src], self.sets[dst]
-            self._bind(b, "frame", s.pred if from_pred else self.frame_in, False)
-            self._bind(b, self._frame_out, d.pred if self.rollout is None else self.rollout, True)
+            self._bind(b, FRAME, s.pred if from_pred else self.frame_in, False)
+            self._bind(b, self.signature.frame_output, d.pred if self.rollout is None else self.rollout, True)
             for n in s.state:
-                self._bind(b, STATE_IN + n, s.state[n], False)
-                self._bind(b, STATE_OUT + n, d.state[n], True)
+                self._bind(b, state_in(n), s.state[n], False)
+                self._bind(b, state_out(n), d.state[n], True)
             self._bindings[key] = b
         return b
 
-    def run(self, src: int, dst: int, from_pred: bool) -> None:
+    def run_impl(self, src: int, dst: int, from_pred: bool) -> None:
         if self.io_binding:
             self.session.run_with_iobinding(self._binding(src, dst, from_pred))
         else:
             s, d = self.sets[src], self.sets[dst]
-            feed = {"frame": (s.pred if from_pred else self.frame_in).numpy()}
-            feed.update({STATE_IN + n: t.numpy() for n, t in s.state.items()})
+            feed = {FRAME: (s.pred if from_pred else self.frame_in).numpy()}
+            feed.update({state_in(n): t.numpy() for n, t in s.state.items()})
             outs = self.session.run(None, feed)
             first = self.rollout if self.rollout is not None else d.pred
             for buf, arr in zip([first, *d.state.values()], outs):

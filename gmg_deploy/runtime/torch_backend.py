@@ -1,4 +1,7 @@
-"""PyTorch backend: a checkpoint on any device, optionally one CUDA graph per step kind."""
+"""PyTorch backend: a checkpoint on any device, optionally one CUDA graph per step kind.
+
+Its metadata (hence its :class:`StepSignature` and buffers) is what exporting the model would write.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,23 +14,7 @@ from gmg_deploy.export.metadata import build_metadata
 from gmg_deploy.export.step_export import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
-from gmg_deploy.runtime.backend import StepBackend
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"`` -> torch.device, with one clear error when CUDA is missing."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r} is not a device name; use 'cpu' or 'cuda' (or 'cuda:N')") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} asked for, but this PyTorch has no CUDA GPU available; use --device cpu")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
+from gmg_deploy.runtime.backend import StepBackend, resolve_device
 
 
 class TorchBackend(StepBackend):
@@ -51,21 +38,18 @@ class TorchBackend(StepBackend):
     ) -> None:
         if batch_mode not in BATCH_MODES:
             raise InputError(f"batch_mode={batch_mode!r}; use one of {', '.join(BATCH_MODES)}")
-        self.device = resolve_device(device)
+        self._set_device(device)
         if cuda_graph and self.device.type != "cuda":
             raise InputError("cuda_graph=True needs device='cuda'")
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise InputError(f"batch_size={batch_size} must be >= 1")
+        self._set_batch_size(batch_size)
+        self._set_metadata(build_metadata(
+            model.config, graph="step", warp=model.warp_form, batch_mode=batch_mode, batch=None,
+            test_mean=model.test_mean, test_std=model.test_std,
+        ), "model")
+        self.config = model.config  # the model's own object (the metadata's copy is equal)
         if fold:
             model.fold_multiscale()
         self.model = model.to(self.device).eval()
-        self.config = model.config
-        self.batch_mode = batch_mode
-        self.metadata = build_metadata(
-            model.config, graph="step", warp=model.warp_form, batch_mode=batch_mode, batch=None,
-            test_mean=model.test_mean, test_std=model.test_std,
-        )
         self.cuda_graph = cuda_graph
         self._graphs: dict[tuple[int, int, bool], Any] = {}
         self._allocate()
@@ -88,7 +72,7 @@ class TorchBackend(StepBackend):
             buf.copy_(t)
 
     @torch.no_grad()
-    def run(self, src: int, dst: int, from_pred: bool) -> None:
+    def run_impl(self, src: int, dst: int, from_pred: bool) -> None:
         if not self.cuda_graph:
             self._step(src, dst, from_pred)
             return

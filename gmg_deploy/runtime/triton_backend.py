@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError, ServeError
-from gmg_deploy.export.metadata import MetadataError, config_from_metadata
+from gmg_deploy.export.metadata import MetadataError
 from gmg_deploy.runtime.backend import StepBackend
 
 SCHEME = "triton://"
@@ -47,15 +47,14 @@ class TritonBackend(StepBackend):
     """Streams through a Triton forecast model; ``batch_size`` slots = that many Triton sequences."""
 
     name = "triton"
+    graph_kinds = ("forecast",)
     #: The state lives in the server: Forecaster.snapshot/restore cannot copy it.
     supports_snapshot = False
 
     def __init__(self, url: str, *, batch_size: int = 1, device: str = "cpu", timeout_s: float = 60.0) -> None:
         if str(device) != "cpu":
             raise InputError("backend triton runs on the server; use device cpu on the client")
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise InputError(f"batch_size={batch_size} must be >= 1")
+        self._set_batch_size(batch_size)
         self.address, self.model = parse_url(url)
         self.url = str(url)
         self.timeout_s = float(timeout_s)
@@ -73,14 +72,10 @@ class TritonBackend(StepBackend):
         if not raw:
             raise MetadataError(f"model {self.model!r} on {self.address} has no gmg-deploy metadata; "
                                 "write its repository with gmg-triton")
-        self.metadata = json.loads(raw)
-        if self.metadata.get("graph") != "forecast":
-            raise MetadataError(f"model {self.model!r} is not a forecast graph; write it with gmg-triton")
-        self.config = config_from_metadata(self.metadata)
-        self.batch_mode = self.metadata.get("batch_mode", "invariant")
-        self.device = torch.device("cpu")
-        self.horizon = int(self.metadata["horizon"])
-        self._allocate(self.metadata.get("io_dtype", "float32"), self.metadata.get("state_dtype", "float32"))
+        self._set_metadata(json.loads(raw), f"model {self.model!r} on {self.address}")
+        self._set_device("cpu")
+        self.horizon = int(self.signature.horizon)
+        self._allocate()
         f = self.frame_in
         self.rollout = torch.zeros((f.shape[0], self.horizon, *f.shape[1:]), dtype=f.dtype)
         self.sequence_ids = [secrets.randbits(62) + 1 for _ in range(self.batch_size)]
@@ -122,7 +117,7 @@ class TritonBackend(StepBackend):
             raise ServeError(f"Triton model {self.model!r} at {self.address}: {errors[0]}")
         return results
 
-    def run(self, src: int, dst: int, from_pred: bool) -> None:
+    def run_impl(self, src: int, dst: int, from_pred: bool) -> None:
         if from_pred:
             raise InputError(f"a Triton stream forecasts at most K={self.horizon} frames, right after observe() (the "
                              "server's state only advances on observe; after reset() observe a frame first)")

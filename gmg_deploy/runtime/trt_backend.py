@@ -1,9 +1,11 @@
 """TensorRT backend (10.x/11.x tensor API) on torch CUDA memory and torch's CUDA stream.
 
-The only module that imports ``tensorrt``. The engine's I/O is checked against the metadata in its
-``<engine>.json`` sidecar (see :mod:`gmg_deploy.runtime.binding_plan`); every tensor address is set once
-per step kind (``set_tensor_address``) on the ping-pong buffers, and ``execute_async_v3`` runs on torch's
-current stream. ``cuda_graph=True`` captures each step kind into a CUDA graph after one warm-up run.
+TensorRT comes from :func:`gmg_deploy.engine.trt_import.import_tensorrt` (the one import). The engine's
+I/O is checked against the metadata in its ``<engine>.json`` sidecar (read by
+:func:`gmg_deploy.engine.sidecar.read_sidecar`; the check is :mod:`gmg_deploy.runtime.binding_plan`);
+every tensor address is set once per step kind (``set_tensor_address``) on the ping-pong buffers, and
+``execute_async_v3`` runs on torch's current stream. ``cuda_graph=True`` captures each step kind into a
+CUDA graph after one warm-up run.
 """
 from __future__ import annotations
 
@@ -12,29 +14,16 @@ from typing import Any
 
 import torch
 
-from gmg_deploy.engine.sidecar import sidecar_path
-from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import MetadataError, config_from_metadata, read_metadata
+from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, dims_to_tuple, normalise_dtype
+from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
+from gmg_deploy.engine.trt_import import import_tensorrt
+from gmg_deploy.export.metadata import MetadataError, read_metadata
 from gmg_deploy.runtime.backend import StepBackend
-from gmg_deploy.runtime.binding_plan import (
-    EngineIO, TensorSpec, check_sidecar_matches, dims_to_tuple, make_binding_plan, normalise_dtype, read_sidecar,
-)
-from gmg_deploy.runtime.torch_backend import resolve_device
+from gmg_deploy.runtime.binding_plan import check_sidecar_matches, make_binding_plan
 
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` with one clear error when it (or a CUDA GPU) is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise InputError(
-            "the TensorRT backend needs the 'tensorrt' Python package (pip install gmg-deploy[trt]) on a machine "
-            "with an NVIDIA GPU; use the .onnx file with --backend onnxruntime instead"
-        ) from None
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        raise InputError(f"TensorRT {trt.__version__} is too old; the runtime needs TensorRT 10 or newer")
-    return trt
+#: What needs TensorRT here, and what to do instead, for :func:`import_tensorrt`'s error.
+PURPOSE = "the TensorRT backend"
+ALTERNATIVE = "use the .onnx file with --backend onnxruntime"
 
 
 def load_metadata_for(engine_path: Path, metadata_path: str | Path | None) -> tuple[dict[str, Any], EngineIO | None]:
@@ -60,6 +49,8 @@ def engine_io(engine: Any, trt: Any) -> EngineIO:
 
 
 class TensorRTBackend(StepBackend):
+    """A deserialised engine, its I/O bound by :class:`BindingPlan` to the shared buffer sets."""
+
     name = "tensorrt"
 
     def __init__(
@@ -72,15 +63,12 @@ class TensorRTBackend(StepBackend):
         metadata_path: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
-        self.batch_size = int(batch_size)
+        self._set_batch_size(batch_size)
         meta, recorded = load_metadata_for(self.path, metadata_path)
-        if str(device).split(":")[0] != "cuda":
-            raise InputError(f"the TensorRT backend runs on CUDA only, not device {str(device)!r}; use --device cuda")
-        trt = import_tensorrt()
-        self.device = resolve_device(device)
-        self.metadata = meta
-        self.config = config_from_metadata(meta)
-        self.batch_mode = meta.get("batch_mode", "invariant")
+        self._set_metadata(meta, str(self.path))
+        self._require_device_type(device, "cuda")
+        trt = import_tensorrt(PURPOSE, ALTERNATIVE)
+        self._set_device(device)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self.device):
@@ -91,7 +79,7 @@ class TensorRTBackend(StepBackend):
             io = engine_io(self._engine, trt)
             check_sidecar_matches(io, recorded, str(self.path))
             self.plan = make_binding_plan(io, meta, self.batch_size, str(self.path))
-            self._allocate(meta.get("io_dtype", "float32"), meta.get("state_dtype", "float32"))
+            self._allocate()
             self._context = self._engine.create_execution_context()
             for name, shape in self.plan.input_shapes.items():
                 if not self._context.set_input_shape(name, shape):
@@ -102,7 +90,7 @@ class TensorRTBackend(StepBackend):
 
     def _buffer(self, role: str, state_name: str | None, src: int, dst: int, from_pred: bool, is_input: bool):
         s, d = self.sets[src], self.sets[dst]
-        if role == "frame":
+        if role == "frame":  # roles: StepSignature's TensorSig.role
             return s.pred if from_pred else self.frame_in
         if role == "pred":
             return d.pred
@@ -120,7 +108,7 @@ class TensorRTBackend(StepBackend):
         if not self._context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream):
             raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.path}")
 
-    def run(self, src: int, dst: int, from_pred: bool) -> None:
+    def run_impl(self, src: int, dst: int, from_pred: bool) -> None:
         key = (src, dst, from_pred)
         if not self.cuda_graph:
             self._set_addresses(key)

@@ -48,8 +48,7 @@ def _onnx_opset(path: Path) -> int | None:
 
 def _plan_info(plan: Path, max_batch: int | None) -> tuple[dict[str, Any], int]:
     """Metadata and max batch of a TensorRT engine from its ``.plan.json`` sidecar (gmg-build)."""
-    from gmg_deploy.engine.sidecar import sidecar_path
-    from gmg_deploy.runtime.binding_plan import read_sidecar
+    from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
 
     side = sidecar_path(plan)
     meta, _ = read_sidecar(side)
