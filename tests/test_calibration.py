@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from gmg_deploy.calibration.qdq import quantize_graph
-from gmg_deploy.calibration.ranges import (CalibrationError, collect_ranges, load_ranges, quantizable_inputs,
+from gmg_deploy.precision.qdq import quantize_graph
+from gmg_deploy.precision.ranges import (CalibrationError, collect_ranges, load_ranges, quantizable_inputs,
                                            save_ranges)
-from gmg_deploy.export.accuracy import compare_graphs
+from gmg_deploy.evaluate.accuracy import compare_graphs
 from gmg_deploy.export.metadata import metadata_from_proto
 from precision_helpers import fp32_step, sequences
 
@@ -181,7 +181,7 @@ def test_keep_float_policy_none_and_named(tmp_path, motionrnn_ckpt):
 
 def test_npz_with_several_arrays_needs_a_frames_entry(tmp_path):
     from gmg_deploy.errors import InputError
-    from gmg_deploy.export.ort_rollout import load_frames_npy
+    from gmg_deploy.evaluate.rollout import load_frames_npy
 
     data = sequences(2, 1)
     np.savez(tmp_path / "two.npz", a=data, b=data)

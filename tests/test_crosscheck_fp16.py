@@ -19,8 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.export.ort_rollout import make_session
-from gmg_deploy.export.precision_fp16 import FLOAT, FLOAT16, _value_types, convert_to_fp16, emulate_fp16, find_islands
+from gmg_deploy.evaluate.rollout import make_session
+from gmg_deploy.precision.fp16 import FLOAT, FLOAT16, _value_types, convert_to_fp16, emulate_fp16, find_islands
 from precision_helpers import fp32_step, sequences
 
 float16_lib = pytest.importorskip("onnxconverter_common.float16", reason="pip install gmg-deploy[test]")

@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
+from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
@@ -74,7 +74,7 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output, method, max_sequences, batch_size,
          batch_mode, keep_float, warp_gate, force, as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.precision.ranges import collect_ranges, save_ranges
     from gmg_deploy.export.metadata import warp_gate_of
 
     out = check_output_path(output, force=force)

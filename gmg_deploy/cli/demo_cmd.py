@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 
 def _say(msg: str) -> None:
@@ -38,11 +38,11 @@ def run_demo(
     from gmg_deploy import load_checkpoint
     from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset
     from gmg_deploy.export import export_model, read_metadata
-    from gmg_deploy.export.ort_rollout import make_session, rollout
+    from gmg_deploy.evaluate.rollout import make_session, rollout
     from gmg_deploy.io import atomic_write_text
-    from gmg_deploy.metrics import copy_last_baseline, per_step_report
+    from gmg_deploy.evaluate.metrics import copy_last_baseline, per_step_report
     from gmg_deploy.runtime import Forecaster
-    from gmg_deploy.runtime.strip_gif import write_strip_gif
+    from gmg_deploy.evaluate.strip_gif import write_strip_gif
 
     from gmg_deploy.io import OutputError, atomic_write_with
 
@@ -123,13 +123,13 @@ def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_seque
     """FP16 and INT8 step graphs of the demo model, compared per step with the FP32 stream."""
     import onnx
 
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.precision.qdq import quantize_graph
+    from gmg_deploy.precision.ranges import collect_ranges, save_ranges
     from gmg_deploy.data.demo import demo_dataset
-    from gmg_deploy.export.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
-    from gmg_deploy.export.ort_rollout import make_session, rollout
+    from gmg_deploy.evaluate.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
+    from gmg_deploy.evaluate.rollout import make_session, rollout
     from gmg_deploy.export.metadata import metadata_from_proto
-    from gmg_deploy.export.precision_fp16 import convert_to_fp16, emulate_fp16
+    from gmg_deploy.precision.fp16 import convert_to_fp16, emulate_fp16
     from gmg_deploy.io import atomic_write_bytes
 
     fp32 = onnx.load(str(step_path))

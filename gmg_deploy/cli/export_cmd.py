@@ -17,8 +17,8 @@ import json
 import click
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
-from gmg_deploy.cli.precision_common import parse_in_shape as _parse_shape
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
 from gmg_deploy.errors import InputError
 
@@ -59,7 +59,7 @@ def main(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
     check_precision_options(**prec, graph=graph)
     if prec["calibration"]:  # a bad ranges file fails before the slow export
-        from gmg_deploy.calibration.ranges import load_ranges
+        from gmg_deploy.precision.ranges import load_ranges
 
         load_ranges(prec["calibration"])
     _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_gate, batch, dynamic_batch, opset,

@@ -1,8 +1,8 @@
 """``gmg-export`` precision options and the post-export pass they run (kept out of export_cmd on purpose).
 
 ``--precision fp32|fp16|int8``, ``--calibration ranges.json`` and ``--target tensorrt|cpu`` (int8), ``--io-fp16`` and
-``--state-dtype fp16|fp32`` (fp16). FP16 lives in :mod:`gmg_deploy.export.precision_fp16`; INT8 Q/DQ in
-:mod:`gmg_deploy.calibration.qdq` (the CLI sits above both stages, so export never imports calibration).
+``--state-dtype fp16|fp32`` (fp16). FP16 lives in :mod:`gmg_deploy.precision.fp16`; INT8 Q/DQ in
+:mod:`gmg_deploy.precision.qdq` (the CLI sits above both stages, so export never imports calibration).
 """
 from __future__ import annotations
 
@@ -54,11 +54,11 @@ def apply_precision(proto: Any, precision: str, calibration: str | None = None, 
     if precision == "fp32":
         return proto
     if precision == "fp16":
-        from gmg_deploy.export.precision_fp16 import convert_to_fp16
+        from gmg_deploy.precision.fp16 import convert_to_fp16
 
         return convert_to_fp16(proto, io_fp16=io_fp16, state_dtype=state_dtype)
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import load_ranges
+    from gmg_deploy.precision.qdq import quantize_graph
+    from gmg_deploy.precision.ranges import load_ranges
 
     return quantize_graph(proto, load_ranges(calibration), where=f"ranges file {calibration}", target=target)
 

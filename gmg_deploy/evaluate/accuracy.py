@@ -4,7 +4,7 @@ Both graphs forecast the same held-out sequences (observe ``pre``, forecast ``af
 the candidate-vs-reference MSE (OpenSTL: summed over C,H,W, averaged over samples), max absolute error
 and SSIM, and, when the data holds the true future frames, each graph's SSIM against the truth and the
 SSIM drop (reference minus candidate). Graphs run as given: ORT CPU runs the float ops of an FP16 graph in
-FP32 without FP16 rounding between them (see :func:`gmg_deploy.export.precision_fp16.emulate_fp16`), so
+FP32 without FP16 rounding between them (see :func:`gmg_deploy.precision.fp16.emulate_fp16`), so
 score an FP16 graph through ``emulate_fp16`` (as ``gmg-compare`` does) for FP16 storage between ops.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.metrics import mse_per_step, ssim_per_step
+from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import warp_gate_of
-from gmg_deploy.export.ort_rollout import check_frames, graph_metadata, make_session, rollout
+from gmg_deploy.evaluate.rollout import check_frames, graph_metadata, make_session, rollout
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6).
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}

@@ -7,7 +7,7 @@ DequantizeLinear (Conv: axis 0 of (Cout, Cin, k, k); ConvTranspose: axis 1 of (C
 ``(K, N)`` and Gemm without transB: axis 1; Gemm with transB: axis 0). Biases, the warp (GridSample and
 its coordinates), Softmax, sigmoid/tanh gates and all elementwise arithmetic stay float. The result runs
 in ONNX Runtime CPU (DQ then float op, slower than FP32) and in TensorRT (fused int8 kernels). This is
-``target="tensorrt"``; ``target="cpu"`` (:mod:`gmg_deploy.calibration.qdq_cpu`) is the layout ORT CPU runs
+``target="tensorrt"``; ``target="cpu"`` (:mod:`gmg_deploy.precision.qdq_cpu`) is the layout ORT CPU runs
 with integer kernels.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.calibration.ranges import QUANT_OPS, CalibrationError, check_ranges_match, quantizable_inputs
+from gmg_deploy.precision.ranges import QUANT_OPS, CalibrationError, check_ranges_match, quantizable_inputs
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
 
 TARGETS = ("tensorrt", "cpu")
@@ -71,7 +71,7 @@ def quantize_graph(
         raise CalibrationError(f"INT8 target {target!r} is unknown; choose one of {', '.join(TARGETS)}")
     check_ranges_match(ranges, model, where)
     if target == "cpu":
-        from gmg_deploy.calibration.qdq_cpu import quantize_graph_cpu
+        from gmg_deploy.precision.qdq_cpu import quantize_graph_cpu
 
         return quantize_graph_cpu(model, ranges, skip_softmax_operands=skip_softmax_operands,
                                   keep_float=keep_float, where=where)

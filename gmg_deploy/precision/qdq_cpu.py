@@ -9,7 +9,7 @@ Gemm get Q/DQ on their activation inputs *and on their output* (every reader of 
 so ORT's QDQ transformer rewrites ``DQ -> Conv -> Q`` into ``QLinearConv`` (``QLinearMatMul``, ``QGemm``).
 ConvTranspose, the warp, Softmax operands, gates and elementwise arithmetic stay float, as do the nodes
 in the keep-float list; a MatMul whose two inputs cannot both be quantized stays float. Ranges come from
-the same rollout calibration (:mod:`gmg_deploy.calibration.ranges`, output ranges included). Not for
+the same rollout calibration (:mod:`gmg_deploy.precision.ranges`, output ranges included). Not for
 TensorRT (non-zero zero points): ``gmg-build`` and the TensorRT lint refuse it.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.calibration.ranges import CalibrationError, asymmetric_range, quantizable_inputs
+from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range, quantizable_inputs
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
 
 CPU_OPS = ("Conv", "MatMul", "Gemm")
@@ -45,7 +45,7 @@ def quantize_graph_cpu(
     import onnx
     from onnx import helper, numpy_helper
 
-    from gmg_deploy.calibration.qdq import _comes_from_softmax, _quantize_weight, _topo_merge, weight_axis
+    from gmg_deploy.precision.qdq import _comes_from_softmax, _quantize_weight, _topo_merge, weight_axis
 
     meta = metadata_from_proto(model)
     m = onnx.ModelProto()

@@ -36,7 +36,7 @@ import numpy as np
 
 from gmg_deploy.errors import GMGError
 from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
-from gmg_deploy.export.ort_rollout import check_frames, make_session, rollout
+from gmg_deploy.evaluate.rollout import check_frames, make_session, rollout
 from gmg_deploy.io import atomic_write_text
 
 METHODS = ("minmax", "entropy", "percentile")
