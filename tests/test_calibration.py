@@ -130,7 +130,7 @@ def test_methods_and_bad_inputs(tmp_path):
 def test_calibrate_and_compare_cli(tmp_path, motionrnn_ckpt):
     from gmg_deploy.cli.calibrate_cmd import main as calibrate
     from gmg_deploy.cli.compare_cmd import main as compare
-    from gmg_deploy.cli.precision_options import convert_file
+    from gmg_deploy.precision import convert
 
     data = tmp_path / "calib.npy"
     np.save(data, sequences(6, 1))
@@ -143,7 +143,7 @@ def test_calibrate_and_compare_cli(tmp_path, motionrnn_ckpt):
     onnx.save(fp32_step("motionrnn_tiny"), a)
     b = tmp_path / "b.onnx"
     onnx.save(fp32_step("motionrnn_tiny"), b)
-    convert_file(b, "int8", str(ranges))
+    convert(b, b, "int8", str(ranges))
     test = tmp_path / "test.npy"
     np.save(test, sequences(4, 5))
     r = CliRunner().invoke(compare, [str(a), str(b), "--data", str(test), "--json", "--check"])

@@ -19,7 +19,7 @@ import click
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
 from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.cli.common import parse_in_shape as _parse_shape
-from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
+from gmg_deploy.cli.precision_options import check_precision_options, precision_options
 from gmg_deploy.errors import InputError
 
 
@@ -94,6 +94,8 @@ def _run(ckpt, config_file, in_shape, pre, aft, arch, output, graph, warp, warp_
     if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
         say(f"converting to {prec['precision']}"
             + (f" (target {prec['target']})" if prec['precision'] == 'int8' else "") + "...")
+        from gmg_deploy.precision import apply_precision
+
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     res = export_model(model, output, graph=graph, batch=batch, opset=opset, batch_mode=batch_mode, force=force,
                        progress=say, transform=transform)
