@@ -19,7 +19,7 @@ import numpy as np
 from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import warp_gate_of
-from gmg_deploy.evaluate.rollout import check_frames, graph_metadata, make_session, rollout
+from gmg_deploy.evaluate.rollout import graph_metadata, make_session, rollout, sequence_frames
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6).
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}
@@ -100,7 +100,7 @@ def compare_graphs(
         )
     if {**meta_a["config"], "warp_gate": gate_a} != {**meta_b["config"], "warp_gate": gate_b}:
         raise InputError("the two graphs come from different model configurations; compare exports of one model")
-    frames = check_frames(frames, meta_a)
+    frames = sequence_frames(frames, meta_a)
     cfg = meta_a["config"]
     pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
     ref = rollout(make_session(reference, threads, spin), meta_a, frames, batch_size=batch_size)

@@ -36,7 +36,7 @@ import numpy as np
 
 from gmg_deploy.errors import GMGError
 from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
-from gmg_deploy.evaluate.rollout import check_frames, make_session, rollout
+from gmg_deploy.evaluate.rollout import make_session, rollout, sequence_frames
 from gmg_deploy.io import atomic_write_text
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -225,7 +225,7 @@ def collect_ranges(
         raise CalibrationError("calibration needs a step graph (state_in/state_out); export with --graph step")
     if meta.get("precision", "fp32") != "fp32":
         raise CalibrationError(f"calibration needs the FP32 graph; this one is {meta['precision']}")
-    frames = check_frames(frames, meta, "calibration data")
+    frames = sequence_frames(frames, meta, "calibration data")
     if frames.shape[0] < 1:
         raise CalibrationError("calibration data holds no sequences")
     acts = quantizable_inputs(model)

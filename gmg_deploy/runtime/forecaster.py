@@ -22,7 +22,8 @@ from gmg_deploy.errors import InputError
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
-from gmg_deploy.runtime.validation import check_frames, check_slots
+from gmg_deploy.checks import check_frames
+from gmg_deploy.runtime.validation import check_slots
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
