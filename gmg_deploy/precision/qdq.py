@@ -16,33 +16,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.precision.ranges import QUANT_OPS, CalibrationError, check_ranges_match, quantizable_inputs
+from gmg_deploy.export.graph_index import GraphIndex
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
+from gmg_deploy.precision.qdq_rules import (QMAX, QUANT_OPS, activation_inputs, comes_from_softmax, quantize_weight,
+                                            weight_axis)
+from gmg_deploy.precision.ranges import CalibrationError, check_ranges_match
 
 TARGETS = ("tensorrt", "cpu")
-QMAX = 127
-
-
-def weight_axis(node: Any) -> int:
-    """The output-channel axis of ``node``'s weight (input 1)."""
-    if node.op_type == "ConvTranspose":
-        return 1
-    if node.op_type == "Conv":
-        return 0
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
-    return 1  # MatMul (K, N)
-
-
-def _quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
-    amax = np.abs(moved).max(axis=1) if moved.size else np.zeros(w.shape[axis])
-    scale = np.where(amax > 0, amax / QMAX, 1.0).astype(np.float32)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -QMAX, QMAX).astype(np.int8)
-    return q, scale
 
 
 def quantize_graph(
@@ -62,7 +42,6 @@ def quantize_graph(
     ``target``: ``"tensorrt"`` (this module's symmetric layout) or ``"cpu"`` (ORT CPU integer kernels).
     """
     import onnx
-    from onnx import helper, numpy_helper
 
     meta = metadata_from_proto(model)
     if meta.get("precision", "fp32") != "fp32":
@@ -77,79 +56,10 @@ def quantize_graph(
                                   keep_float=keep_float, where=where)
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    acts = set(quantizable_inputs(m))
-    tensors = ranges["tensors"]
-    new_inits: list[Any] = []
-    new_nodes: list[Any] = []
-    act_dq: dict[str, str] = {}
-    w_dq: dict[str, str] = {}
-    n_act = n_w = 0
-    skipped: list[str] = []
-
-    def act_pair(t: str) -> str:
-        nonlocal n_act
-        if t not in act_dq:
-            amax = float(tensors[t]["amax"])
-            scale = amax / QMAX if amax > 0 else 1.0
-            s, z = f"{t}__qscale", f"{t}__qzero"
-            new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
-            new_inits.append(numpy_helper.from_array(np.array(0, np.int8), z))
-            new_nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}__q"], name=f"{t}__Q"))
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}__q", s, z], [f"{t}__dq"], name=f"{t}__DQ"))
-            act_dq[t] = f"{t}__dq"
-            n_act += 1
-        return act_dq[t]
-
-    def weight_dq(name: str, axis: int) -> str:
-        nonlocal n_w
-        key = f"{name}@{axis}"
-        if key not in w_dq:
-            w = numpy_helper.to_array(inits[name]).astype(np.float32)
-            q, scale = _quantize_weight(w, axis)
-            qn, sn, zn = f"{name}__int8", f"{name}__wscale", f"{name}__wzero"
-            new_inits.append(numpy_helper.from_array(q, qn))
-            new_inits.append(numpy_helper.from_array(scale, sn))
-            new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), zn))
-            new_nodes.append(
-                helper.make_node("DequantizeLinear", [qn, sn, zn], [f"{name}__wdq"], name=f"{name}__wDQ", axis=axis)
-            )
-            w_dq[key] = f"{name}__wdq"
-            n_w += 1
-        return w_dq[key]
-
-    keep = set(keep_float) | set(ranges.get("keep_float", ()))
-    unknown = keep - {n.name for n in g.node}
-    if unknown:
-        raise CalibrationError(f"{where}: keep_float names nodes not in this graph: {sorted(unknown)[:3]}")
-    rewritten = []
-    for n in g.node:
-        if n.op_type in QUANT_OPS and n.name not in keep:
-            idxs = [0] if n.op_type in ("Conv", "ConvTranspose") else [0, 1]
-            for k in idxs:
-                t = n.input[k]
-                if t not in acts:
-                    continue
-                if skip_softmax_operands and _comes_from_softmax(t, producer):
-                    skipped.append(t)
-                    continue
-                n.input[k] = act_pair(t)
-            if len(n.input) > 1 and n.input[1] in inits and inits[n.input[1]].data_type == 1:
-                w = inits[n.input[1]]
-                if len(w.dims) >= 2:
-                    n.input[1] = weight_dq(n.input[1], weight_axis(n))
-        rewritten.append(n)
-    del g.node[:]
-    # Q/DQ nodes go right before their first reader: emit them first, then the graph (still topological:
-    # their inputs are graph inputs, initializers or produced earlier... so place each after its producer)
-    g.node.extend(_topo_merge(rewritten, new_nodes))
-    g.initializer.extend(new_inits)
-    used = {i for n in g.node for i in n.input}
-    kept = [t for t in g.initializer if t.name in used or t.name in {o.name for o in g.output}]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    keep = keep_float_nodes(m.graph, keep_float, ranges, where)
+    qdq = _SymmetricQdq(m.graph, ranges["tensors"])
+    skipped = qdq.rewrite(keep, skip_softmax_operands)
+    finish_graph(m.graph, list(m.graph.node), qdq.nodes, qdq.inits)
     meta = dict(meta)
     meta["precision"] = "int8"
     meta["calibration"] = {
@@ -157,8 +67,8 @@ def quantize_graph(
         "fingerprint": ranges.get("fingerprint"),
         "sequences": ranges.get("sequences"),
         "target": "tensorrt",
-        "activations_quantized": n_act,
-        "weights_quantized": n_w,
+        "activations_quantized": len(qdq.act_dq),
+        "weights_quantized": len(qdq.w_dq),
         "float_softmax_operands": len(skipped),
         "float_nodes": sorted(keep),
     }
@@ -167,16 +77,88 @@ def quantize_graph(
     return m
 
 
-#: Ops that only move data: a Softmax output passed through them is still attention probabilities.
-_LAYOUT_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten")
+def keep_float_nodes(graph: Any, keep_float: Iterable[str], ranges: dict[str, Any], where: str) -> set[str]:
+    """The nodes left float: ``keep_float`` plus the ranges file's list, all of them nodes of ``graph``."""
+    keep = set(keep_float) | set(ranges.get("keep_float", ()))
+    unknown = keep - {n.name for n in graph.node}
+    if unknown:
+        raise CalibrationError(f"{where}: keep_float names nodes not in this graph: {sorted(unknown)[:3]}")
+    return keep
 
 
-def _comes_from_softmax(tensor: str, producer: dict[str, Any]) -> bool:
-    """Whether ``tensor`` is a Softmax output, possibly through layout-only ops."""
-    p = producer.get(tensor)
-    while p is not None and p.op_type in _LAYOUT_OPS:
-        p = producer.get(p.input[0])
-    return p is not None and p.op_type == "Softmax"
+class _SymmetricQdq:
+    """The ``tensorrt`` layout's new Q/DQ nodes and initializers: one activation pair per tensor (symmetric int8,
+    zero point 0, scale ``amax / 127``), one per-channel weight DequantizeLinear per (weight, axis)."""
+
+    def __init__(self, graph: Any, tensors: dict[str, Any]) -> None:
+        self.graph = graph
+        self.tensors = tensors
+        self.index = GraphIndex(graph)
+        self.inits: list[Any] = []
+        self.nodes: list[Any] = []
+        self.act_dq: dict[str, str] = {}
+        self.w_dq: dict[str, str] = {}
+
+    def rewrite(self, keep: set[str], skip_softmax_operands: bool) -> list[str]:
+        """Point every quantized input of every Conv/ConvTranspose/MatMul/Gemm outside ``keep`` at its DQ;
+        returns the Softmax operands left float."""
+        skipped: list[str] = []
+        for n in self.graph.node:
+            if n.op_type not in QUANT_OPS or n.name in keep:
+                continue
+            for k, t in activation_inputs(n, self.index):
+                if skip_softmax_operands and comes_from_softmax(t, self.index):
+                    skipped.append(t)
+                    continue
+                n.input[k] = self.activation(t)
+            w = self.index.initializers.get(n.input[1]) if len(n.input) > 1 else None
+            if w is not None and w.data_type == 1 and len(w.dims) >= 2:  # a float weight of rank >= 2
+                n.input[1] = self.weight(n.input[1], weight_axis(n))
+        return skipped
+
+    def activation(self, t: str) -> str:
+        from onnx import helper, numpy_helper
+
+        if t not in self.act_dq:
+            amax = float(self.tensors[t]["amax"])
+            scale = amax / QMAX if amax > 0 else 1.0
+            s, z = f"{t}__qscale", f"{t}__qzero"
+            self.inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
+            self.inits.append(numpy_helper.from_array(np.array(0, np.int8), z))
+            self.nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}__q"], name=f"{t}__Q"))
+            self.nodes.append(helper.make_node("DequantizeLinear", [f"{t}__q", s, z], [f"{t}__dq"], name=f"{t}__DQ"))
+            self.act_dq[t] = f"{t}__dq"
+        return self.act_dq[t]
+
+    def weight(self, name: str, axis: int) -> str:
+        from onnx import helper, numpy_helper
+
+        key = f"{name}@{axis}"
+        if key not in self.w_dq:
+            w = numpy_helper.to_array(self.index.initializers[name]).astype(np.float32)
+            q, scale = quantize_weight(w, axis)
+            qn, sn, zn = f"{name}__int8", f"{name}__wscale", f"{name}__wzero"
+            self.inits.append(numpy_helper.from_array(q, qn))
+            self.inits.append(numpy_helper.from_array(scale, sn))
+            self.inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), zn))
+            self.nodes.append(
+                helper.make_node("DequantizeLinear", [qn, sn, zn], [f"{name}__wdq"], name=f"{name}__wDQ", axis=axis)
+            )
+            self.w_dq[key] = f"{name}__wdq"
+        return self.w_dq[key]
+
+
+def finish_graph(graph: Any, graph_nodes: list[Any], qdq_nodes: list[Any], qdq_inits: list[Any]) -> None:
+    """Put the Q/DQ nodes in topological place (:func:`_topo_merge`), add their initializers and drop the
+    initializers nothing reads any more (the float weights that became int8)."""
+    del graph.node[:]
+    graph.node.extend(_topo_merge(graph_nodes, qdq_nodes))
+    graph.initializer.extend(qdq_inits)
+    used = {i for n in graph.node for i in n.input}
+    outputs = {o.name for o in graph.output}
+    kept = [t for t in graph.initializer if t.name in used or t.name in outputs]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _topo_merge(graph_nodes: list[Any], qdq_nodes: list[Any]) -> list[Any]:

@@ -18,8 +18,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range, quantizable_inputs
+from gmg_deploy.export.graph_index import GraphIndex
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
+from gmg_deploy.precision.qdq import finish_graph, keep_float_nodes
+from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
+from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range
 
 CPU_OPS = ("Conv", "MatMul", "Gemm")
 U8MAX = 255
@@ -45,8 +48,6 @@ def quantize_graph_cpu(
     import onnx
     from onnx import helper, numpy_helper
 
-    from gmg_deploy.precision.qdq import _comes_from_softmax, _quantize_weight, _topo_merge, weight_axis
-
     meta = metadata_from_proto(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -62,13 +63,10 @@ def quantize_graph_cpu(
     for n in g.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value" and n.attribute[0].t.data_type == 1:
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    producer = {o: n for n in g.node for o in n.output}
-    acts = set(quantizable_inputs(m))
-    graph_outputs = {o.name for o in g.output}
-    keep = set(keep_float) | set(ranges.get("keep_float", ()))
-    unknown = keep - {n.name for n in g.node}
-    if unknown:
-        raise CalibrationError(f"{where}: keep_float names nodes not in this graph: {sorted(unknown)[:3]}")
+    index = GraphIndex(g)
+    acts = {t for n in g.node for _, t in activation_inputs(n, index)}
+    graph_outputs = index.outputs
+    keep = keep_float_nodes(g, keep_float, ranges, where)
 
     new_inits: list[Any] = []
     new_nodes: list[Any] = []
@@ -89,7 +87,7 @@ def quantize_graph_cpu(
         return pairs[t]
 
     def weight_dq(node: Any, name: str, w: np.ndarray, axis: int) -> tuple[str, np.ndarray]:
-        q, scale = _quantize_weight(w.astype(np.float32), axis)
+        q, scale = quantize_weight(w.astype(np.float32), axis)
         base = f"{node.name}__w"
         new_inits.append(numpy_helper.from_array(q, f"{base}_int8"))
         new_inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
@@ -111,7 +109,7 @@ def quantize_graph_cpu(
     def usable(t: str) -> bool:
         if t not in acts and t not in consts:
             return False
-        if t in acts and skip_softmax_operands and _comes_from_softmax(t, producer):
+        if t in acts and skip_softmax_operands and comes_from_softmax(t, index):
             skipped.append(t)
             return False
         return True
@@ -144,14 +142,7 @@ def quantize_graph_cpu(
         for k, t in enumerate(n.input):
             if t in out_rename:
                 n.input[k] = out_rename[t]
-    nodes = list(g.node)
-    del g.node[:]
-    g.node.extend(_topo_merge(nodes, new_nodes))
-    g.initializer.extend(new_inits)
-    used = {i for n in g.node for i in n.input}
-    kept = [t for t in g.initializer if t.name in used or t.name in graph_outputs]
-    del g.initializer[:]
-    g.initializer.extend(kept)
+    finish_graph(g, list(g.node), new_nodes, new_inits)
     meta = dict(meta)
     meta["precision"] = "int8"
     meta["calibration"] = {
