@@ -46,103 +46,24 @@ def quantize_graph_cpu(
 ) -> Any:
     """Return the ``cpu``-target INT8 copy of the FP32 graph ``model`` (see the module docstring)."""
     import onnx
-    from onnx import helper, numpy_helper
 
     meta = metadata_from_proto(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    tensors = ranges["tensors"]
-    missing = [n.output[0] for n in g.node if n.op_type in CPU_OPS and n.output[0] not in tensors]
+    missing = [n.output[0] for n in g.node if n.op_type in CPU_OPS and n.output[0] not in ranges["tensors"]]
     if missing:
         raise CalibrationError(
             f"{where} has no output ranges (e.g. {missing[0]}), which --target cpu needs; "
             "re-run gmg-calibrate with this gmg-deploy version"
         )
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.data_type == 1}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value" and n.attribute[0].t.data_type == 1:
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    index = GraphIndex(g)
-    acts = {t for n in g.node for _, t in activation_inputs(n, index)}
-    graph_outputs = index.outputs
+    qdq = _AsymmetricQdq(g, ranges["tensors"], skip_softmax_operands)
     keep = keep_float_nodes(g, keep_float, ranges, where)
-
-    new_inits: list[Any] = []
-    new_nodes: list[Any] = []
-    pairs: dict[str, tuple[str, float]] = {}  # tensor -> (its DQ output, scale)
-    out_rename: dict[str, str] = {}
-    n_w = 0
-    skipped: list[str] = []
-
-    def act_pair(t: str) -> tuple[str, float]:
-        if t not in pairs:
-            scale, zp = u8_params(*asymmetric_range(tensors[t]))
-            s, z = f"{t}__qscale", f"{t}__qzero"
-            new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
-            new_inits.append(numpy_helper.from_array(np.array(zp, np.uint8), z))
-            new_nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}__q"], name=f"{t}__Q"))
-            new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}__q", s, z], [f"{t}__dq"], name=f"{t}__DQ"))
-            pairs[t] = (f"{t}__dq", scale)
-        return pairs[t]
-
-    def weight_dq(node: Any, name: str, w: np.ndarray, axis: int) -> tuple[str, np.ndarray]:
-        q, scale = quantize_weight(w.astype(np.float32), axis)
-        base = f"{node.name}__w"
-        new_inits.append(numpy_helper.from_array(q, f"{base}_int8"))
-        new_inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
-        new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zero"))
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int8", f"{base}_scale", f"{base}_zero"],
-                                          [f"{base}_dq"], name=f"{base}_DQ", axis=axis))
-        return f"{base}_dq", scale
-
-    def bias_dq(node: Any, b: np.ndarray, scale: np.ndarray) -> str:
-        base = f"{node.name}__b"
-        q = np.clip(np.rint(b.astype(np.float64) / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
-        new_inits.append(numpy_helper.from_array(q, f"{base}_int32"))
-        new_inits.append(numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"))
-        new_inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{base}_zero"))
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int32", f"{base}_scale", f"{base}_zero"],
-                                          [f"{base}_dq"], name=f"{base}_DQ", axis=0))
-        return f"{base}_dq"
-
-    def usable(t: str) -> bool:
-        if t not in acts and t not in consts:
-            return False
-        if t in acts and skip_softmax_operands and comes_from_softmax(t, index):
-            skipped.append(t)
-            return False
-        return True
-
     for n in g.node:
-        if n.op_type not in CPU_OPS or n.name in keep or n.output[0] in graph_outputs:
-            continue
-        a, b = n.input[0], n.input[1]
-        if n.op_type == "Gemm":
-            attrs = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-                continue
-        if a not in acts or not usable(a) or not usable(b):
-            continue
-        if b in consts and consts[b].ndim < 2:
-            continue
-        xq, xs = act_pair(a)
-        if b in consts:
-            wq, ws = weight_dq(n, b, consts[b], weight_axis(n))
-            n_w += 1
-            if len(n.input) > 2 and n.input[2]:
-                if n.input[2] not in consts:
-                    continue  # bias computed at run time: leave the node float
-                n.input[2] = bias_dq(n, consts[n.input[2]], np.float32(xs) * ws)
-        else:
-            wq, _ = act_pair(b)
-        n.input[0], n.input[1] = xq, wq
-        out_rename[n.output[0]] = act_pair(n.output[0])[0]
-    for n in g.node:  # every reader of a quantized output reads its DQ (the Q is the output's only reader)
-        for k, t in enumerate(n.input):
-            if t in out_rename:
-                n.input[k] = out_rename[t]
-    finish_graph(g, list(g.node), new_nodes, new_inits)
+        if n.op_type in CPU_OPS and n.name not in keep and n.output[0] not in qdq.index.outputs:
+            qdq.quantize_node(n)
+    qdq.redirect_readers()
+    finish_graph(g, list(g.node), qdq.nodes, qdq.inits)
     meta = dict(meta)
     meta["precision"] = "int8"
     meta["calibration"] = {
@@ -152,12 +73,121 @@ def quantize_graph_cpu(
         "target": "cpu",
         "activation_type": "uint8 asymmetric per tensor",
         "weight_type": "int8 symmetric per channel",
-        "activations_quantized": len(pairs),
-        "outputs_quantized": len(out_rename),
-        "weights_quantized": n_w,
-        "float_softmax_operands": len(set(skipped)),
+        "activations_quantized": len(qdq.pairs),
+        "outputs_quantized": len(qdq.out_rename),
+        "weights_quantized": qdq.weights,
+        "float_softmax_operands": len(set(qdq.skipped)),
         "float_nodes": sorted(keep),
     }
     attach_metadata(m, meta)
     onnx.checker.check_model(m)
     return m
+
+
+def _float_constants(graph: Any) -> dict[str, np.ndarray]:
+    """Float initializers and float ``Constant`` outputs of ``graph``, by name."""
+    from onnx import numpy_helper
+
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.data_type == 1}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value" and n.attribute[0].t.data_type == 1:
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return consts
+
+
+class _AsymmetricQdq:
+    """The ``cpu`` layout's rewrite: uint8 activation pairs, int8 per-channel weights, int32 biases, and a
+    Q/DQ pair on each quantized node's output; collects the new nodes and initializers."""
+
+    def __init__(self, graph: Any, tensors: dict[str, Any], skip_softmax_operands: bool) -> None:
+        self.graph = graph
+        self.tensors = tensors
+        self.skip_softmax_operands = skip_softmax_operands
+        self.consts = _float_constants(graph)
+        self.index = GraphIndex(graph)
+        self.acts = {t for n in graph.node for _, t in activation_inputs(n, self.index)}
+        self.inits: list[Any] = []
+        self.nodes: list[Any] = []
+        self.pairs: dict[str, tuple[str, float]] = {}  # tensor -> (its DQ output, scale)
+        self.out_rename: dict[str, str] = {}
+        self.weights = 0
+        self.skipped: list[str] = []
+
+    def quantize_node(self, n: Any) -> None:
+        """Rewrite one Conv/MatMul/Gemm to read DQ'd inputs (left float when an operand cannot be quantized)."""
+        from onnx import helper
+
+        a, b = n.input[0], n.input[1]
+        if n.op_type == "Gemm":
+            attrs = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                return
+        if a not in self.acts or not self._usable(a) or not self._usable(b):
+            return
+        if b in self.consts and self.consts[b].ndim < 2:
+            return
+        xq, xs = self.activation(a)
+        if b in self.consts:
+            wq, ws = self._weight(n, self.consts[b], weight_axis(n))
+            self.weights += 1
+            if len(n.input) > 2 and n.input[2]:
+                if n.input[2] not in self.consts:
+                    return  # bias computed at run time: leave the node float
+                n.input[2] = self._bias(n, self.consts[n.input[2]], np.float32(xs) * ws)
+        else:
+            wq, _ = self.activation(b)
+        n.input[0], n.input[1] = xq, wq
+        self.out_rename[n.output[0]] = self.activation(n.output[0])[0]
+
+    def redirect_readers(self) -> None:
+        """Every reader of a quantized output reads its DQ (the Q is the output's only reader)."""
+        for n in self.graph.node:
+            for k, t in enumerate(n.input):
+                if t in self.out_rename:
+                    n.input[k] = self.out_rename[t]
+
+    def _usable(self, t: str) -> bool:
+        if t not in self.acts and t not in self.consts:
+            return False
+        if t in self.acts and self.skip_softmax_operands and comes_from_softmax(t, self.index):
+            self.skipped.append(t)
+            return False
+        return True
+
+    def activation(self, t: str) -> tuple[str, float]:
+        """The DQ output and scale of ``t``'s uint8 pair (made once per tensor)."""
+        from onnx import helper, numpy_helper
+
+        if t not in self.pairs:
+            scale, zp = u8_params(*asymmetric_range(self.tensors[t]))
+            s, z = f"{t}__qscale", f"{t}__qzero"
+            self.inits.append(numpy_helper.from_array(np.array(scale, np.float32), s))
+            self.inits.append(numpy_helper.from_array(np.array(zp, np.uint8), z))
+            self.nodes.append(helper.make_node("QuantizeLinear", [t, s, z], [f"{t}__q"], name=f"{t}__Q"))
+            self.nodes.append(helper.make_node("DequantizeLinear", [f"{t}__q", s, z], [f"{t}__dq"], name=f"{t}__DQ"))
+            self.pairs[t] = (f"{t}__dq", scale)
+        return self.pairs[t]
+
+    def _weight(self, node: Any, w: np.ndarray, axis: int) -> tuple[str, np.ndarray]:
+        from onnx import helper, numpy_helper
+
+        q, scale = quantize_weight(w.astype(np.float32), axis)
+        base = f"{node.name}__w"
+        self.inits.append(numpy_helper.from_array(q, f"{base}_int8"))
+        self.inits.append(numpy_helper.from_array(scale, f"{base}_scale"))
+        self.inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{base}_zero"))
+        self.nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int8", f"{base}_scale", f"{base}_zero"],
+                                           [f"{base}_dq"], name=f"{base}_DQ", axis=axis))
+        return f"{base}_dq", scale
+
+    def _bias(self, node: Any, b: np.ndarray, scale: np.ndarray) -> str:
+        from onnx import helper, numpy_helper
+
+        base = f"{node.name}__b"
+        q = np.clip(np.rint(b.astype(np.float64) / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+        self.inits.append(numpy_helper.from_array(q, f"{base}_int32"))
+        self.inits.append(numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"))
+        self.inits.append(numpy_helper.from_array(np.zeros(scale.shape, np.int32), f"{base}_zero"))
+        self.nodes.append(helper.make_node("DequantizeLinear", [f"{base}_int32", f"{base}_scale", f"{base}_zero"],
+                                           [f"{base}_dq"], name=f"{base}_DQ", axis=0))
+        return f"{base}_dq"
