@@ -189,7 +189,7 @@ def _through_fp16(model: onnx.ModelProto, output: str) -> bool:
 
 
 def test_ort_cpu_runs_fp16_chains_in_fp32():
-    """How ORT CPU runs FP16 (the claim in precision_fp16.emulate_fp16 and export.accuracy), measured.
+    """How ORT CPU runs FP16 (the claim in precision.fp16.emulate_fp16 and evaluate.accuracy), measured.
 
     ``x -> Cast(fp16) -> Mul(a) -> Mul(a) -> Cast(fp32)`` with ``a = 1 + 2**-10`` (FP16): ORT has no FP16
     ``Mul`` kernel on CPU, wraps each in casts to FP32 and removes the back-to-back cast pairs - the graph's
