@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.evaluate.rollout import make_session
+from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.precision.fp16 import FLOAT, FLOAT16, _value_types, convert_to_fp16, emulate_fp16, find_islands
 from precision_helpers import fp32_step, sequences
 

@@ -160,7 +160,7 @@ def test_export_cli_target(tmp_path, motionrnn_ckpt):
 def test_threads_and_spin_options(cpu_graphs, tmp_path, motionrnn_ckpt):
     from gmg_deploy.cli.compare_cmd import main as compare
     from gmg_deploy.cli.infer_cmd import main as infer
-    from gmg_deploy.evaluate.rollout import make_session, session_options
+    from gmg_deploy.evaluate.ort_session import make_session, session_options
     from gmg_deploy.runtime.ort_backend import OrtBackend
 
     o = session_options(3, spin=False)

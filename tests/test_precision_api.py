@@ -8,7 +8,8 @@ import onnx
 import pytest
 
 from gmg_deploy.errors import GMGError
-from gmg_deploy.evaluate.rollout import make_session, rollout
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout
 from gmg_deploy.export.metadata import metadata_from_proto
 from gmg_deploy.precision import calibrate, convert
 from gmg_deploy.precision.qdq import quantize_graph

@@ -95,7 +95,8 @@ def _stream(step_path: Path, seq_path: Path, data: np.ndarray, timings: dict[str
     sequence graph against it; -> (predictions, max |sequence - stream|)."""
     import onnxruntime as ort
 
-    from gmg_deploy.evaluate.rollout import make_session, rollout
+    from gmg_deploy.evaluate.ort_session import make_session
+    from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export import read_metadata
     from gmg_deploy.runtime import Forecaster
 
@@ -166,7 +167,8 @@ def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_seque
 
     from gmg_deploy.data.demo import demo_dataset
     from gmg_deploy.evaluate.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
-    from gmg_deploy.evaluate.rollout import make_session, rollout
+    from gmg_deploy.evaluate.ort_session import make_session
+    from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export.metadata import metadata_from_proto
     from gmg_deploy.io import atomic_write_bytes
     from gmg_deploy.precision.fp16 import convert_to_fp16, emulate_fp16

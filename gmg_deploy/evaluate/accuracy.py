@@ -19,7 +19,8 @@ import numpy as np
 from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import warp_gate_of
-from gmg_deploy.evaluate.rollout import graph_metadata, make_session, rollout, sequence_frames
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import graph_metadata, rollout, sequence_frames
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6).
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}

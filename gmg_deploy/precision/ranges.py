@@ -36,7 +36,8 @@ import numpy as np
 
 from gmg_deploy.errors import GMGError
 from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
-from gmg_deploy.evaluate.rollout import make_session, rollout, sequence_frames
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout, sequence_frames
 from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.io import atomic_write_text
 from gmg_deploy.precision.qdq_rules import QUANT_OPS, quantizable_inputs, quantizable_outputs

@@ -15,7 +15,7 @@ import torch
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, MetadataError, config_from_metadata, read_metadata
-from gmg_deploy.evaluate.rollout import session_options
+from gmg_deploy.evaluate.ort_session import session_options
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.torch_backend import resolve_device
 
