@@ -65,7 +65,7 @@ def main() -> None:
     batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
 
     from gmg_deploy.export import export_model
-    from gmg_deploy.export.ort_rollout import make_session
+    from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.model import ModelConfig, build_model
 
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     from gmg_deploy.export.metadata import metadata_from_proto
-    from gmg_deploy.export.ort_rollout import make_session
+    from gmg_deploy.evaluate.ort_session import make_session
 
     p32, calib = demo_fp32()
     _, pcpu = int8_graphs(p32, calib)

@@ -29,8 +29,8 @@ MATMUL_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 def graph_flops(proto, feeds) -> float:
     """FLOPs of one step (2 x MACs of Conv/ConvTranspose/MatMul/Gemm), shapes taken from a real ORT run."""
-    from gmg_deploy.calibration.ranges import _instrument
-    from gmg_deploy.export.ort_rollout import make_session
+    from gmg_deploy.precision.ranges import _instrument
+    from gmg_deploy.evaluate.ort_session import make_session
 
     nodes = [n for n in proto.graph.node if n.op_type in MATMUL_OPS]
     names = sorted({t for n in nodes for t in (n.input[0], n.input[1], n.output[0])})
@@ -77,8 +77,8 @@ def demo_fp32():
 
 def int8_graphs(p32, calib):
     """(tensorrt, cpu) INT8 graphs of ``p32``, calibrated over the ``pre`` frames of ``calib`` (minmax)."""
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import collect_ranges
+    from gmg_deploy.precision.qdq import quantize_graph
+    from gmg_deploy.precision.ranges import collect_ranges
     from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
 
     meta = metadata_from_proto(p32)
@@ -122,7 +122,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from gmg_deploy.export.metadata import metadata_from_proto
-    from gmg_deploy.export.ort_rollout import make_session
+    from gmg_deploy.evaluate.ort_session import make_session
 
     info = hw_peak.cpu_info()
     print(f"CPU: {hw_peak.describe(info)}")

@@ -21,8 +21,9 @@ import torch
 
 from gmg_deploy.export import build_proto
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.export.ort_rollout import make_session, rollout
-from gmg_deploy.export.precision_fp16 import DEFAULT_ISLANDS, convert_to_fp16, emulate_fp16
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout
+from gmg_deploy.precision.fp16 import DEFAULT_ISLANDS, convert_to_fp16, emulate_fp16
 
 
 def island_table(name: str, fp32, frames: np.ndarray) -> None:

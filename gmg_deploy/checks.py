@@ -1,12 +1,62 @@
-"""Input checks shared by every stage: real NumPy files, finite frames in model units, finite weights."""
+"""Input checks shared by every stage: frame arrays (shape, dtype, finite), real NumPy files, finite weights."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from gmg_deploy.errors import InputError
+
+
+_NP_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def check_frames(x: Any, batch_size: int | None, frame_shape: Sequence[int], what: str = "frame", *,
+                 sequences: bool = False, min_steps: int = 1, finite: bool = True) -> int:
+    """Validate frames (a NumPy array or torch tensor): floats, all finite, shaped ``(B,C,H,W)`` or
+    ``(B,T,C,H,W)`` with ``T >= min_steps``; returns ``ndim``.
+
+    ``batch_size``: the required B (``None``: any). ``sequences``: only ``(N,T,C,H,W)`` is accepted (whole
+    sequences, as the ORT rollouts take them). One :class:`InputError` names what is wrong.
+    """
+    C, H, W = (int(v) for v in frame_shape)
+    if sequences:
+        want = f"(N, T>={min_steps}, {C}, {H}, {W}) for this model"
+    else:
+        want = f"(B,C,H,W) or (B,T,C,H,W) with B={batch_size}, (C,H,W)=({C},{H},{W})"
+    is_torch = type(x).__module__.split(".")[0] == "torch" and hasattr(x, "dtype")
+    if is_torch:
+        import torch
+
+        dtype_ok = x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        dtype = str(x.dtype).replace("torch.", "")
+    elif isinstance(x, np.ndarray):
+        dtype_ok = x.dtype.type in _NP_FLOATS
+        dtype = str(x.dtype)
+    else:
+        raise InputError(f"{what} must be a NumPy array or torch tensor, got {type(x).__name__}")
+    shape = tuple(x.shape)
+    ndims = (5,) if sequences else (4, 5)
+    if (x.ndim not in ndims or shape[-3:] != (C, H, W) or (batch_size is not None and shape[0] != batch_size)
+            or (sequences and shape[1] < min_steps)):
+        raise InputError(f"{what} has shape {shape}; expected {want}")
+    if x.ndim == 5 and shape[1] < 1:
+        raise InputError(f"{what} has no time steps (shape {shape})")
+    if not dtype_ok:
+        raise InputError(f"{what} has dtype {dtype}; give floating-point frames (float32, float16 or float64)")
+    if not finite:
+        return x.ndim
+    if sequences and not is_torch:
+        check_finite_frames(x, what)  # names the sequence and frame
+        return x.ndim
+    ok = bool(x.isfinite().all()) if is_torch else bool(np.isfinite(x).all())
+    if not ok:
+        arr = x.detach().float().cpu().numpy() if is_torch else x
+        idx = np.argwhere(~np.isfinite(arr))
+        bad = tuple(int(i) for i in idx[0]) if len(idx) else ()
+        raise InputError(f"{what} holds NaN or infinite values (first at index {bad}); clean the input")
+    return x.ndim
 
 
 def check_finite_frames(a: np.ndarray, where: str, fix: str = "clean the data") -> None:

@@ -1,7 +1,7 @@
 """Measure a moving-digits GMG against the copy-last-frame baseline on held-out sequences and print a table.
 
 Baselines: copy-last (the last observed frame repeated) and blank (all-zero frames; on this sparse data a
-blank forecast already beats copy-last, so a useful model must beat both). Metrics (OpenSTL definitions, ``gmg_deploy.metrics``): MSE / MAE summed over C,H,W and averaged over
+blank forecast already beats copy-last, so a useful model must beat both). Metrics (OpenSTL definitions, ``gmg_deploy.evaluate.metrics``): MSE / MAE summed over C,H,W and averaged over
 samples and the 10 forecast frames; SSIM per frame (prediction clipped to [0, 1]); also per forecast step.
 Defaults evaluate the shipped ``gmg_deploy/assets/demo_gmg.ckpt`` on 256 test-split sequences::
 
@@ -22,7 +22,7 @@ import torch
 
 from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset
 from gmg_deploy.data.moving_shapes import SPLIT_SEEDS
-from gmg_deploy.metrics import copy_last_baseline, per_step_report as quality_report
+from gmg_deploy.evaluate.metrics import copy_last_baseline, per_step_report as quality_report
 from gmg_deploy.model import load_checkpoint
 
 

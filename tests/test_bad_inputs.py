@@ -44,7 +44,7 @@ class _RunsCode:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, gmg_ckpt) -> Path:
     """Input files for the sweep (outputs go to each case's own tmp_path)."""
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.precision.ranges import collect_ranges, save_ranges
     from gmg_deploy.export import build_proto, export_model
     from gmg_deploy.model.checkpoint import load_checkpoint, save_lightning_checkpoint
     from gmg_deploy.model.config import ModelConfig
@@ -287,7 +287,7 @@ def test_clip_option(ws, tmp_path):
 
 
 def test_nan_is_never_a_pass(ws):
-    from gmg_deploy.export.accuracy import compare_graphs
+    from gmg_deploy.evaluate.accuracy import compare_graphs
 
     ref = onnx.load(ws / "step.onnx")
     bad = onnx.load(ws / "nan_init.onnx")  # every forecast is non-finite
@@ -372,7 +372,7 @@ def test_every_console_script_answers_usage_errors_in_one_line():
     import tomllib
     from pathlib import Path
 
-    from gmg_deploy.cli.precision_common import OneLineCommand
+    from gmg_deploy.cli.common import OneLineCommand
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
     for name, target in scripts.items():

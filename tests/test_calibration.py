@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from gmg_deploy.calibration.qdq import quantize_graph
-from gmg_deploy.calibration.ranges import (CalibrationError, collect_ranges, load_ranges, quantizable_inputs,
+from gmg_deploy.precision.qdq import quantize_graph
+from gmg_deploy.precision.ranges import (CalibrationError, collect_ranges, load_ranges, quantizable_inputs,
                                            save_ranges)
-from gmg_deploy.export.accuracy import compare_graphs
+from gmg_deploy.evaluate.accuracy import compare_graphs
 from gmg_deploy.export.metadata import metadata_from_proto
 from precision_helpers import fp32_step, sequences
 
@@ -130,7 +130,7 @@ def test_methods_and_bad_inputs(tmp_path):
 def test_calibrate_and_compare_cli(tmp_path, motionrnn_ckpt):
     from gmg_deploy.cli.calibrate_cmd import main as calibrate
     from gmg_deploy.cli.compare_cmd import main as compare
-    from gmg_deploy.cli.precision_options import convert_file
+    from gmg_deploy.precision import convert
 
     data = tmp_path / "calib.npy"
     np.save(data, sequences(6, 1))
@@ -143,7 +143,7 @@ def test_calibrate_and_compare_cli(tmp_path, motionrnn_ckpt):
     onnx.save(fp32_step("motionrnn_tiny"), a)
     b = tmp_path / "b.onnx"
     onnx.save(fp32_step("motionrnn_tiny"), b)
-    convert_file(b, "int8", str(ranges))
+    convert(b, b, "int8", str(ranges))
     test = tmp_path / "test.npy"
     np.save(test, sequences(4, 5))
     r = CliRunner().invoke(compare, [str(a), str(b), "--data", str(test), "--json", "--check"])
@@ -181,7 +181,7 @@ def test_keep_float_policy_none_and_named(tmp_path, motionrnn_ckpt):
 
 def test_npz_with_several_arrays_needs_a_frames_entry(tmp_path):
     from gmg_deploy.errors import InputError
-    from gmg_deploy.export.ort_rollout import load_frames_npy
+    from gmg_deploy.evaluate.rollout import load_frames_npy
 
     data = sequences(2, 1)
     np.savez(tmp_path / "two.npz", a=data, b=data)

@@ -19,8 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.export.ort_rollout import make_session
-from gmg_deploy.export.precision_fp16 import FLOAT, FLOAT16, _value_types, convert_to_fp16, emulate_fp16, find_islands
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.precision.fp16 import FLOAT, FLOAT16, _value_types, convert_to_fp16, emulate_fp16, find_islands
 from precision_helpers import fp32_step, sequences
 
 float16_lib = pytest.importorskip("onnxconverter_common.float16", reason="pip install gmg-deploy[test]")
@@ -189,7 +189,7 @@ def _through_fp16(model: onnx.ModelProto, output: str) -> bool:
 
 
 def test_ort_cpu_runs_fp16_chains_in_fp32():
-    """How ORT CPU runs FP16 (the claim in precision_fp16.emulate_fp16 and export.accuracy), measured.
+    """How ORT CPU runs FP16 (the claim in precision.fp16.emulate_fp16 and evaluate.accuracy), measured.
 
     ``x -> Cast(fp16) -> Mul(a) -> Mul(a) -> Cast(fp32)`` with ``a = 1 + 2**-10`` (FP16): ORT has no FP16
     ``Mul`` kernel on CPU, wraps each in casts to FP32 and removes the back-to-back cast pairs - the graph's

@@ -41,10 +41,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from gmg_deploy.calibration.qdq import quantize_graph
-from gmg_deploy.calibration.ranges import QUANT_OPS, collect_ranges
+from gmg_deploy.precision.qdq import quantize_graph
+from gmg_deploy.precision.ranges import QUANT_OPS, collect_ranges
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.export.ort_rollout import make_session, rollout
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout
 from precision_helpers import fp32_step, sequences
 
 quantization = pytest.importorskip("onnxruntime.quantization")

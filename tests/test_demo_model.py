@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset, demo_info, demo_info_path
-from gmg_deploy.metrics import copy_last_baseline, mse_per_step, ssim_per_step
+from gmg_deploy.evaluate.metrics import copy_last_baseline, mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.model import load_checkpoint
 

@@ -189,7 +189,7 @@ def test_failed_precision_pass_keeps_existing_output(tmp_path, gmg_ckpt, motionr
 
     from precision_helpers import fp32_step, sequences
 
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
+    from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 
     ranges = tmp_path / "gmg_ranges.json"
     save_ranges(collect_ranges(fp32_step("gmg_tiny"), sequences(2, 1)), ranges)

@@ -134,12 +134,12 @@ def test_forecaster_uses_the_stored_rollout(graphs, io_binding):
 def test_precision_passes_and_lint_accept_the_forecast_graph(graphs, precision, tmp_path):
     _, _, model = graphs["gmg_tiny"]
     if precision == "fp16":
-        from gmg_deploy.export.precision_fp16 import convert_to_fp16
+        from gmg_deploy.precision.fp16 import convert_to_fp16
 
         tf = convert_to_fp16
     else:
-        from gmg_deploy.calibration.qdq import quantize_graph
-        from gmg_deploy.calibration.ranges import collect_ranges
+        from gmg_deploy.precision.qdq import quantize_graph
+        from gmg_deploy.precision.ranges import collect_ranges
         from precision_helpers import fp32_step, sequences
 
         ranges = collect_ranges(fp32_step("gmg_tiny"), sequences(4, 1), method="minmax")

@@ -14,7 +14,7 @@ from gmg_deploy import load_checkpoint
 from gmg_deploy.cli.infer_cmd import main
 from gmg_deploy.errors import InputError
 from gmg_deploy.runtime.inputs import load_frames
-from gmg_deploy.runtime.metrics import all_metrics
+from gmg_deploy.evaluate.metrics import all_metrics
 
 torch.set_num_threads(1)
 

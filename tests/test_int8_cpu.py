@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from gmg_deploy.calibration.qdq import quantize_graph
-from gmg_deploy.calibration.ranges import CalibrationError, asymmetric_range, collect_ranges, save_ranges
-from gmg_deploy.export.accuracy import compare_graphs
+from gmg_deploy.precision.qdq import quantize_graph
+from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range, collect_ranges, save_ranges
+from gmg_deploy.evaluate.accuracy import compare_graphs
 from gmg_deploy.export.metadata import metadata_from_proto
 from precision_helpers import fp32_step, sequences
 
@@ -160,7 +160,7 @@ def test_export_cli_target(tmp_path, motionrnn_ckpt):
 def test_threads_and_spin_options(cpu_graphs, tmp_path, motionrnn_ckpt):
     from gmg_deploy.cli.compare_cmd import main as compare
     from gmg_deploy.cli.infer_cmd import main as infer
-    from gmg_deploy.export.ort_rollout import make_session, session_options
+    from gmg_deploy.evaluate.ort_session import make_session, session_options
     from gmg_deploy.runtime.ort_backend import OrtBackend
 
     o = session_options(3, spin=False)

@@ -1,7 +1,11 @@
-"""Data flows model -> export -> calibration -> engine (build) -> runtime -> serve; cli sits on top.
+"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve; cli sits on top.
 
-No stage imports a later one. ``errors``, ``io`` and ``metrics`` are shared utilities; ``data`` (synthetic
-sequences for the demo) may be used by the CLIs and tests only.
+No stage imports a later one. Why ``evaluate`` sits before ``precision``: calibration (``precision.ranges``)
+rolls the FP32 step graph out in ONNX Runtime to record ranges, so it needs ``evaluate.rollout``; evaluation
+itself needs nothing from precision (it scores any two graphs as given; FP16 emulation is applied by the
+caller, e.g. ``gmg-compare``, before scoring). The runtime may use ``evaluate`` (ORT session options,
+metrics). ``errors``, ``io`` and ``checks`` are shared utilities; ``data`` (synthetic sequences for the demo)
+may be used by the CLIs and tests only.
 """
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ from pathlib import Path
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "export", "calibration", "engine", "runtime", "serve"]
-UTIL = {"errors", "io", "metrics", "checks", "__init__"}
+ORDER = ["model", "export", "evaluate", "precision", "engine", "runtime", "serve"]
+UTIL = {"errors", "io", "checks", "__init__"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -39,7 +43,7 @@ def test_no_stage_imports_a_later_stage():
 
 
 def test_utilities_import_no_stage():
-    for name in ("errors", "io", "metrics"):
+    for name in ("errors", "io", "checks"):
         assert _imports(PKG / f"{name}.py") <= UTIL, name
 
 

@@ -5,10 +5,11 @@ import numpy as np
 import onnx
 import pytest
 
-from gmg_deploy.export.accuracy import compare_graphs
+from gmg_deploy.evaluate.accuracy import compare_graphs
 from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.export.ort_rollout import make_session, rollout
-from gmg_deploy.export.precision_fp16 import (FLOAT, FLOAT16, PrecisionError, _value_types, convert_to_fp16,
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout
+from gmg_deploy.precision.fp16 import (FLOAT, FLOAT16, PrecisionError, _value_types, convert_to_fp16,
                                               emulate_fp16, find_islands)
 from precision_helpers import fp32_step, sequences
 

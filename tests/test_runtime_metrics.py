@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.runtime.metrics import all_metrics, csi, mae, mse, psnr, ssim
+from gmg_deploy.evaluate.metrics import all_metrics, csi, mae, mse, psnr, ssim
 
 
 def _frames(*frames):

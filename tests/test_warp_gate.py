@@ -168,7 +168,7 @@ def test_pub9_onnx_sequence_matches_golden(pub_exports, name, mode):
 @pytest.mark.parametrize("name", PUB9)
 def test_gridsample_graph_has_one_gate_transpose_and_stays_clean(pub_exports, name):
     from gmg_deploy.export import check_tensorrt_compat
-    from gmg_deploy.export.precision_fp16 import convert_to_fp16, find_islands
+    from gmg_deploy.precision.fp16 import convert_to_fp16, find_islands
 
     path, model = pub_exports(name, "step")
     proto = onnx.load(str(path))
@@ -218,9 +218,9 @@ def test_export_cli_summary_and_json(tmp_path, pub_ckpts):
 
 
 def test_layouts_are_two_models_for_ranges_and_compare(tmp_path, pub_ckpts):
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import CalibrationError, collect_ranges, fingerprint
-    from gmg_deploy.export.accuracy import compare_graphs
+    from gmg_deploy.precision.qdq import quantize_graph
+    from gmg_deploy.precision.ranges import CalibrationError, collect_ranges, fingerprint
+    from gmg_deploy.evaluate.accuracy import compare_graphs
     from gmg_deploy.errors import InputError
 
     frames = fixture_golden("motionrnn_pub9")["frames"]

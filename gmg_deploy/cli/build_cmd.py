@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})

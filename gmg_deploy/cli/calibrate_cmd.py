@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
+from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_output_path
 
@@ -74,8 +74,8 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output, method, max_sequences, batch_size,
          batch_mode, keep_float, warp_gate, force, as_json):
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
     from gmg_deploy.export.metadata import warp_gate_of
+    from gmg_deploy.precision import calibrate
 
     out = check_output_path(output, force=force)
     frames = load_sequences(data, max_sequences, batch_size)
@@ -87,9 +87,8 @@ def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output,
         unknown = sorted(set(keep) - {n.name for n in proto.graph.node})
         if unknown:
             raise InputError(f"--keep-float names {unknown[0]!r}, which is not a node of the step graph")
-    doc = collect_ranges(proto, np.asarray(frames), method=method, batch_size=batch_size, keep_float=keep,
-                         progress=say)
-    save_ranges(doc, out)
+    doc = calibrate(proto, np.asarray(frames), method=method, batch_size=batch_size, keep_float=keep, output=out,
+                    progress=say)
     states = {k: v for k, v in doc["tensors"].items() if v["kind"] == "state"}
     summary = {
         "output": str(out),

@@ -14,7 +14,7 @@ import sys
 import click
 
 from gmg_deploy.cli.ort_options import ort_options
-from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,8 +31,8 @@ from gmg_deploy.cli.precision_common import OneLineCommand, load_graph, load_seq
 @one_line_errors
 def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json, threads, no_spin):
     """Compare graph CANDIDATE against graph REFERENCE per forecast step."""
-    from gmg_deploy.export.accuracy import compare_graphs
-    from gmg_deploy.export.precision_fp16 import emulate_fp16
+    from gmg_deploy.evaluate.accuracy import compare_graphs
+    from gmg_deploy.precision.fp16 import emulate_fp16
 
     frames = load_sequences(data, max_sequences, batch_size)
     protos = []

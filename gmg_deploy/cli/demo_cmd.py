@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 import numpy as np
 
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 
 def _say(msg: str) -> None:
@@ -33,20 +33,32 @@ def run_demo(
     say: Callable[[str], None] = _say,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written as ``summary.json``)."""
-    import onnxruntime as ort
-
-    from gmg_deploy import load_checkpoint
-    from gmg_deploy.data.demo import demo_checkpoint_path, demo_dataset
-    from gmg_deploy.export import export_model, read_metadata
-    from gmg_deploy.export.ort_rollout import make_session, rollout
-    from gmg_deploy.io import atomic_write_text
-    from gmg_deploy.metrics import copy_last_baseline, per_step_report
-    from gmg_deploy.runtime import Forecaster
-    from gmg_deploy.runtime.strip_gif import write_strip_gif
-
-    from gmg_deploy.io import OutputError, atomic_write_with
+    from gmg_deploy.data.demo import demo_dataset
 
     t_start = time.perf_counter()
+    model, ckpt = _load_model(out_dir, ckpt, say)
+    cfg = model.config
+    pre, aft = cfg.pre_seq_length, cfg.aft_seq_length
+    files: dict[str, str] = {}
+    timings: dict[str, float] = {}
+    step_path, seq_path = _export_graphs(model, out_dir, files, timings, say)
+    data = demo_dataset("test", n=sequences)
+    observed, truth = data[:, :pre], data[:, pre : pre + aft]
+    preds, seq_diff = _stream(step_path, seq_path, data, timings, say)
+    summary = _quality_summary(ckpt, cfg, preds, observed, truth, seq_diff, timings, files)
+    if precision:
+        summary["precision"] = _precision_checks(model, step_path, out_dir, data, preds, truth,
+                                                 calib_sequences, files, say)
+    _write_outputs(out_dir, summary, preds, observed, truth, t_start, say)
+    return summary
+
+
+def _load_model(out_dir: Path, ckpt: Path | None, say: Callable[[str], None]) -> tuple[Any, Path]:
+    """Phase 1: the output folder exists and the (demo) checkpoint is loaded."""
+    from gmg_deploy import load_checkpoint
+    from gmg_deploy.data.demo import demo_checkpoint_path
+    from gmg_deploy.io import OutputError
+
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -54,39 +66,65 @@ def run_demo(
     ckpt = Path(ckpt) if ckpt is not None else demo_checkpoint_path()
     model = load_checkpoint(ckpt)
     cfg = model.config
-    pre, aft = cfg.pre_seq_length, cfg.aft_seq_length
-    say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {pre} -> {aft} frames, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
+    say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {cfg.pre_seq_length} -> "
+        f"{cfg.aft_seq_length} frames, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
+    return model, ckpt
 
-    files: dict[str, str] = {}
-    timings: dict[str, float] = {}
+
+def _export_graphs(model: Any, out_dir: Path, files: dict[str, str], timings: dict[str, float],
+                   say: Callable[[str], None]) -> tuple[Path, Path]:
+    """Phase 2: the FP32 step and sequence graphs."""
+    from gmg_deploy.export import export_model
+
+    cfg = model.config
     step_path, seq_path = out_dir / "demo_step.onnx", out_dir / "demo_sequence.onnx"
     res = export_model(model, step_path, graph="step", force=True)
     timings["export_step_s"] = res.seconds
     res_seq = export_model(model, seq_path, graph="sequence", force=True)
     timings["export_sequence_s"] = res_seq.seconds
     files.update(step_onnx=str(step_path), sequence_onnx=str(seq_path))
-    say(f"[2/5] exported step graph ({res.node_count} nodes, {res.seconds:.1f} s) and {pre + aft - 1}-step "
-        f"sequence graph ({res_seq.node_count} nodes, {res_seq.seconds:.1f} s)")
+    say(f"[2/5] exported step graph ({res.node_count} nodes, {res.seconds:.1f} s) and "
+        f"{cfg.pre_seq_length + cfg.aft_seq_length - 1}-step sequence graph ({res_seq.node_count} nodes, "
+        f"{res_seq.seconds:.1f} s)")
+    return step_path, seq_path
 
-    data = demo_dataset("test", n=sequences)
-    observed, truth = data[:, :pre], data[:, pre : pre + aft]
+
+def _stream(step_path: Path, seq_path: Path, data: np.ndarray, timings: dict[str, float],
+            say: Callable[[str], None]) -> tuple[np.ndarray, float]:
+    """Phase 3: stream the held-out sequences through the step graph (Forecaster, ONNX Runtime) and check the
+    sequence graph against it; -> (predictions, max |sequence - stream|)."""
+    import onnxruntime as ort
+
+    from gmg_deploy.evaluate.ort_session import make_session
+    from gmg_deploy.evaluate.rollout import rollout
+    from gmg_deploy.export import read_metadata
+    from gmg_deploy.runtime import Forecaster
+
+    meta = read_metadata(step_path)
+    pre, aft = int(meta["config"]["pre_seq_length"]), int(meta["config"]["aft_seq_length"])
     t0 = time.perf_counter()
-    with Forecaster.open(step_path, backend="onnxruntime", batch_size=sequences) as fc:
-        fc.observe(observed)
+    with Forecaster.open(step_path, backend="onnxruntime", batch_size=data.shape[0]) as fc:
+        fc.observe(data[:, :pre])
         preds = np.asarray(fc.forecast(aft), dtype=np.float32)
     timings["stream_s"] = time.perf_counter() - t0
     seq_preds = rollout(make_session(seq_path, 2), read_metadata(seq_path), data)
     seq_diff = float(np.abs(seq_preds - preds).max())
-    say(f"[3/5] streamed {sequences} held-out sequences through the step graph (ONNX Runtime "
+    say(f"[3/5] streamed {data.shape[0]} held-out sequences through the step graph (ONNX Runtime "
         f"{ort.__version__}, {timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
+    return preds, seq_diff
+
+
+def _quality_summary(ckpt: Path, cfg: Any, preds: np.ndarray, observed: np.ndarray, truth: np.ndarray,
+                     seq_diff: float, timings: dict[str, float], files: dict[str, str]) -> dict[str, Any]:
+    """Phase 4: forecast quality of the model and of the copy-last baseline (the summary's core)."""
+    from gmg_deploy.evaluate.metrics import copy_last_baseline, per_step_report
 
     model_q = per_step_report(preds, truth)
-    base_q = per_step_report(copy_last_baseline(observed, aft), truth)
-    summary: dict[str, Any] = {
+    base_q = per_step_report(copy_last_baseline(observed, int(cfg.aft_seq_length)), truth)
+    return {
         "checkpoint": str(ckpt),
         "config": cfg.to_dict(),
-        "sequences": sequences,
+        "sequences": int(preds.shape[0]),
         "model": model_q,
         "copy_last": base_q,
         "mse_ratio_vs_copy_last": model_q["mse"] / base_q["mse"],
@@ -96,9 +134,14 @@ def run_demo(
         "files": files,
     }
 
-    if precision:
-        summary["precision"] = _precision_checks(model, step_path, out_dir, data, preds, truth,
-                                                 calib_sequences, files, say)
+
+def _write_outputs(out_dir: Path, summary: dict[str, Any], preds: np.ndarray, observed: np.ndarray,
+                   truth: np.ndarray, t_start: float, say: Callable[[str], None]) -> None:
+    """Phase 5: predictions, GIF, metrics table and summary, each written atomically."""
+    from gmg_deploy.evaluate.strip_gif import write_strip_gif
+    from gmg_deploy.io import atomic_write_text, atomic_write_with
+
+    files, timings = summary["files"], summary["timings"]
 
     def save_preds(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -116,21 +159,21 @@ def run_demo(
     files["summary"] = str(out_dir / "summary.json")
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     say(f"[5/5] wrote predictions, metrics, GIF ({n_frames} frames, {size[0]}x{size[1]} px)")
-    return summary
 
 
 def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_sequences, files, say):
     """FP16 and INT8 step graphs of the demo model, compared per step with the FP32 stream."""
     import onnx
 
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import collect_ranges, save_ranges
     from gmg_deploy.data.demo import demo_dataset
-    from gmg_deploy.export.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
-    from gmg_deploy.export.ort_rollout import make_session, rollout
+    from gmg_deploy.evaluate.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
+    from gmg_deploy.evaluate.ort_session import make_session
+    from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export.metadata import metadata_from_proto
-    from gmg_deploy.export.precision_fp16 import convert_to_fp16, emulate_fp16
     from gmg_deploy.io import atomic_write_bytes
+    from gmg_deploy.precision.fp16 import convert_to_fp16, emulate_fp16
+    from gmg_deploy.precision.qdq import quantize_graph
+    from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 
     fp32 = onnx.load(str(step_path))
     out: dict[str, Any] = {}

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})

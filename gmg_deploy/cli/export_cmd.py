@@ -19,9 +19,9 @@ from typing import Any, Callable
 import click
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
-from gmg_deploy.cli.precision_common import parse_in_shape as _parse_shape
-from gmg_deploy.cli.precision_options import apply_precision, check_precision_options, precision_options
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import parse_in_shape as _parse_shape
+from gmg_deploy.cli.precision_options import check_precision_options, precision_options
 from gmg_deploy.errors import InputError
 
 
@@ -63,7 +63,7 @@ def main(**options: Any) -> None:
     opts = ExportOptions.from_click(options)
     check_precision_options(**opts.prec, graph=opts.graph)
     if opts.prec["calibration"]:  # a bad ranges file fails before the slow export
-        from gmg_deploy.calibration.ranges import load_ranges
+        from gmg_deploy.precision.ranges import load_ranges
 
         load_ranges(opts.prec["calibration"])
     _run(opts)
@@ -151,6 +151,8 @@ def _export(model: Any, opts: ExportOptions, say: Callable[[str], None]) -> Any:
     if prec["precision"] != "fp32":  # FP16 / INT8 pass in memory, before the one atomic write
         say(f"converting to {prec['precision']}"
             + (f" (target {prec['target']})" if prec['precision'] == 'int8' else "") + "...")
+        from gmg_deploy.precision import apply_precision
+
         transform = lambda proto: apply_precision(proto, **prec)  # noqa: E731
     return export_model(model, opts.output, graph=opts.graph, batch=opts.batch, opset=opts.opset,
                         batch_mode=opts.batch_mode, force=opts.force, progress=say, transform=transform,

@@ -12,7 +12,7 @@ import numpy as np
 
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.model_options import warp_gate_option
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
@@ -138,8 +138,8 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
           no_spin=False) -> dict[str, Any]:
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
     from gmg_deploy.runtime.inputs import load_frames
-    from gmg_deploy.runtime.metrics import all_metrics
-    from gmg_deploy.runtime.strip_gif import write_strip_gif
+    from gmg_deploy.evaluate.metrics import all_metrics
+    from gmg_deploy.evaluate.strip_gif import write_strip_gif
 
     thresholds = _parse_thresholds(csi_thresholds) if metrics else []
     out_path = check_output_path(out, force=force)

@@ -1,12 +1,10 @@
-"""``gmg-export`` precision options and the post-export pass they run (kept out of export_cmd on purpose).
+"""``gmg-export``'s precision options: parsing and validation only (the conversion is :mod:`gmg_deploy.precision`).
 
 ``--precision fp32|fp16|int8``, ``--calibration ranges.json`` and ``--target tensorrt|cpu`` (int8), ``--io-fp16`` and
-``--state-dtype fp16|fp32`` (fp16). FP16 lives in :mod:`gmg_deploy.export.precision_fp16`; INT8 Q/DQ in
-:mod:`gmg_deploy.calibration.qdq` (the CLI sits above both stages, so export never imports calibration).
+``--state-dtype fp16|fp32`` (fp16); :func:`gmg_deploy.precision.apply_precision` takes them as keywords.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -46,35 +44,3 @@ def check_precision_options(precision: str, calibration: str | None, io_fp16: bo
         raise InputError("--precision int8 needs --graph step or forecast (ranges are calibrated on the step graph)")
     if precision != "fp16" and (io_fp16 or state_dtype != "fp32"):
         raise InputError("--io-fp16 and --state-dtype fp16 apply to --precision fp16 only")
-
-
-def apply_precision(proto: Any, precision: str, calibration: str | None = None, io_fp16: bool = False,
-                    state_dtype: str = "fp32", target: str = "tensorrt") -> Any:
-    """The FP32 export ``proto`` converted to ``precision`` (returned unchanged for fp32)."""
-    if precision == "fp32":
-        return proto
-    if precision == "fp16":
-        from gmg_deploy.export.precision_fp16 import convert_to_fp16
-
-        return convert_to_fp16(proto, io_fp16=io_fp16, state_dtype=state_dtype)
-    from gmg_deploy.calibration.qdq import quantize_graph
-    from gmg_deploy.calibration.ranges import load_ranges
-
-    return quantize_graph(proto, load_ranges(calibration), where=f"ranges file {calibration}", target=target)
-
-
-def convert_file(path: str | Path, precision: str, calibration: str | None = None, io_fp16: bool = False,
-                 state_dtype: str = "fp32", target: str = "tensorrt") -> None:
-    """Rewrite an exported FP32 ONNX file in place (atomically) at ``precision``."""
-    if precision == "fp32":
-        return
-    import onnx
-
-    from gmg_deploy.io import atomic_write_bytes
-
-    try:
-        proto = apply_precision(onnx.load(str(path)), precision, calibration, io_fp16, state_dtype, target)
-    except Exception:
-        Path(path).unlink(missing_ok=True)  # never leave an FP32 file where a reduced-precision one was asked
-        raise
-    atomic_write_bytes(path, proto.SerializeToString())

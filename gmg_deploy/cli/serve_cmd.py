@@ -11,7 +11,7 @@ import time
 
 import click
 
-from gmg_deploy.cli.precision_common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 
 def _port(ctx, param, value):  # click callback

@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from gmg_deploy.export.graph_index import GraphIndex
+
 #: Ops that blow small constants up into big ones: folded only when the result is small.
 _NO_FOLD = {"ConstantOfShape", "Expand", "Tile"}
 _FOLD_MAX_ELEMENTS = 1 << 16
@@ -227,9 +229,9 @@ def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
 def _fold_output_identities(model: onnx.ModelProto) -> None:
     """``X = op(...); out = Identity(X)`` -> ``out = op(...)`` when X is an internal value."""
     g = model.graph
-    outputs = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output}
-    protected = outputs | {i.name for i in g.input} | {t.name for t in g.initializer}
+    index = GraphIndex(g)
+    outputs, producer = index.outputs, index.producer
+    protected = outputs | index.inputs | set(index.initializers)
     drop = set()
     rename: dict[str, str] = {}
     for n in g.node:

@@ -23,7 +23,8 @@ from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
-from gmg_deploy.runtime.validation import check_frames, check_slots
+from gmg_deploy.checks import check_frames
+from gmg_deploy.runtime.validation import check_slots
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",

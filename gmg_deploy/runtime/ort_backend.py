@@ -20,7 +20,7 @@ import torch
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, read_metadata
-from gmg_deploy.export.ort_rollout import session_options
+from gmg_deploy.evaluate.ort_session import session_options
 from gmg_deploy.export.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 

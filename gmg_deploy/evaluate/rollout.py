@@ -12,52 +12,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gmg_deploy.checks import check_finite_frames, check_not_8bit_floats, check_numpy_file
+from gmg_deploy.checks import check_finite_frames, check_frames, check_not_8bit_floats, check_numpy_file
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, metadata_from_proto
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def session_options(threads: int | None = 1, spin: bool = True) -> Any:
-    """ORT ``SessionOptions``: ``threads`` intra-op threads (``None``/0: ORT's default, one per core) and
-    ``spin``: whether idle intra-op threads busy-wait for work (ORT's default; turn it off on a shared host)."""
-    import onnxruntime as ort
-
-    if threads is not None and threads < 0:
-        raise InputError(f"threads={threads} must be >= 1 (or 0 for ONNX Runtime's default)")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    opts.log_severity_level = 3
-    return opts
-
-
-def make_session(model: Any, threads: int | None = 1, spin: bool = True) -> Any:
-    """An ORT CPU session for a path or an ``onnx.ModelProto`` (graph optimisations on); see
-    :func:`session_options` for ``threads``/``spin``."""
-    import onnxruntime as ort
-
-    opts = session_options(threads, spin)
-    src = str(model) if isinstance(model, (str, Path)) else model.SerializeToString()
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-
-
-def check_frames(frames: np.ndarray, meta: dict[str, Any], where: str = "data") -> np.ndarray:
-    """Validate ``frames`` ``(N, T>=pre, C, H, W)`` against the graph's config; returns float32."""
+def sequence_frames(frames: np.ndarray, meta: dict[str, Any], where: str = "data") -> np.ndarray:
+    """``frames`` ``(N, T>=pre, C, H, W)`` checked against the graph's config (:func:`gmg_deploy.checks.check_frames`),
+    as float32."""
     cfg = meta["config"]
-    T, C, H, W = cfg["in_shape"]
-    pre = int(cfg["pre_seq_length"])
     a = np.asarray(frames)
-    if a.ndim != 5 or tuple(a.shape[2:]) != (C, H, W) or a.shape[1] < pre:
-        raise InputError(
-            f"{where} has shape {tuple(a.shape)}; expected (N, T>={pre}, {C}, {H}, {W}) for this model"
-        )
-    if not np.issubdtype(a.dtype, np.floating):
-        raise InputError(f"{where} has dtype {a.dtype}; give float frames in the model's input units")
-    check_finite_frames(a, where)
+    check_frames(a, None, cfg["in_shape"][1:], where, sequences=True, min_steps=int(cfg["pre_seq_length"]))
     return a.astype(np.float32, copy=False)
 
 
@@ -79,7 +46,7 @@ def rollout(
     cfg = meta["config"]
     pre = int(cfg["pre_seq_length"])
     aft = int(cfg["aft_seq_length"]) if aft is None else int(aft)
-    frames = check_frames(frames, meta)
+    frames = sequence_frames(frames, meta)
     if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be >= 1")
     fixed = meta.get("batch")

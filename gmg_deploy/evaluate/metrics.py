@@ -7,7 +7,7 @@
   (NaN when neither field has an event).
 
 The ``*_per_step`` functions return one value per forecast frame ``(T,)``, averaged over samples; the
-plain functions average those over frames. Used by every stage (runtime, accuracy checks, demo).
+plain functions average those over frames. Used by the accuracy check, the runtime CLI and the demo.
 """
 from __future__ import annotations
 

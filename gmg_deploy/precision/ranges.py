@@ -36,11 +36,13 @@ import numpy as np
 
 from gmg_deploy.errors import GMGError
 from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
-from gmg_deploy.export.ort_rollout import check_frames, make_session, rollout
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import rollout, sequence_frames
+from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.io import atomic_write_text
+from gmg_deploy.precision.qdq_rules import QUANT_OPS, quantizable_inputs, quantizable_outputs
 
 METHODS = ("minmax", "entropy", "percentile")
-QUANT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 RANGES_FORMAT = "gmg-deploy-ranges"
 RANGES_VERSION = 1
 BINS = 2048
@@ -66,31 +68,6 @@ def fingerprint(model: Any) -> str:
     return h.hexdigest()[:32]
 
 
-def quantizable_inputs(model: Any) -> list[str]:
-    """Names of the activation tensors that feed Conv/ConvTranspose/MatMul/Gemm (weights excluded)."""
-    inits = {t.name for t in model.graph.initializer}
-    consts = {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    out: list[str] = []
-    for n in model.graph.node:
-        if n.op_type not in QUANT_OPS:
-            continue
-        idxs = [0] if n.op_type in ("Conv", "ConvTranspose") else [0, 1]
-        for k in idxs:
-            t = n.input[k]
-            if t and t not in inits and t not in consts and t not in out:
-                out.append(t)
-    return out
-
-
-#: Ops whose outputs the ``cpu`` target quantizes (ORT fuses DQ -> op -> Q into QLinearConv/QLinearMatMul/QGemm).
-OUTPUT_QUANT_OPS = ("Conv", "MatMul", "Gemm")
-
-
-def quantizable_outputs(model: Any) -> list[str]:
-    """Names of the outputs of Conv/MatMul/Gemm nodes (the ``cpu`` target's extra quantized tensors)."""
-    return [n.output[0] for n in model.graph.node if n.op_type in OUTPUT_QUANT_OPS]
-
-
 def asymmetric_range(entry: dict[str, Any]) -> tuple[float, float]:
     """``(lo, hi)`` for an unsigned asymmetric quantizer: observed min/max clipped to the method's
     ``amax``, widened to include 0 (a zero point must represent 0 exactly)."""
@@ -99,37 +76,25 @@ def asymmetric_range(entry: dict[str, Any]) -> tuple[float, float]:
     return min(lo, 0.0), max(hi, 0.0)
 
 
-_LAYOUT = ("Reshape", "Transpose", "DepthToSpace", "Identity", "Cast", "Squeeze", "Unsqueeze")
-
-
 def default_keep_float(model: Any) -> list[str]:
     """Names of the quantizable nodes that stay float by default (see the module docstring)."""
-    g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    index = GraphIndex(model.graph)
 
     def reads_offset_state(tensor: str, depth: int = 3) -> bool:
         if tensor.startswith(STATE_IN + "offset."):
             return True
-        p = producer.get(tensor)
+        p = index.producer.get(tensor)
         if depth == 0 or p is None or p.op_type not in ("Concat", "Mul"):
             return False
         return any(reads_offset_state(i, depth - 1) for i in p.input)
 
     def feeds_frame_output(tensor: str) -> bool:
-        if tensor == "next_frame" and tensor in outputs:
+        if tensor == "next_frame" and tensor in index.outputs:
             return True
-        return any(c.op_type in _LAYOUT and feeds_frame_output(c.output[0]) for c in consumers.get(tensor, []))
+        return any(c.op_type in LAYOUT_OPS and feeds_frame_output(c.output[0]) for c in index.readers(tensor))
 
-    keep = []
-    for n in g.node:
-        if n.op_type in QUANT_OPS and (reads_offset_state(n.input[0]) or feeds_frame_output(n.output[0])):
-            keep.append(n.name)
-    return keep
+    return [n.name for n in model.graph.node
+            if n.op_type in QUANT_OPS and (reads_offset_state(n.input[0]) or feeds_frame_output(n.output[0]))]
 
 
 def _instrument(model: Any, names: list[str]) -> Any:
@@ -218,6 +183,14 @@ def collect_ranges(
     ``keep_float``: ``"default"`` (:func:`default_keep_float`), ``"none"``, or a list of node names.
     Returns the ranges document (see the module docstring); write it with :func:`save_ranges`.
     """
+    meta, frames = _check_calibration_input(model, frames, method)
+    watch = _Watch(model, meta)
+    stats, amax = _observe(model, meta, frames, watch, method, batch_size, progress or (lambda s: None))
+    return _ranges_document(model, meta, frames, watch, stats, amax, method, keep_float)
+
+
+def _check_calibration_input(model: Any, frames: np.ndarray, method: str) -> tuple[dict[str, Any], np.ndarray]:
+    """Phase 1: the method, graph kind and precision are calibratable, the frames fit; -> (metadata, frames)."""
     if method not in METHODS:
         raise CalibrationError(f"calibration method {method!r} is unknown; choose one of {', '.join(METHODS)}")
     meta = metadata_from_proto(model)
@@ -225,46 +198,64 @@ def collect_ranges(
         raise CalibrationError("calibration needs a step graph (state_in/state_out); export with --graph step")
     if meta.get("precision", "fp32") != "fp32":
         raise CalibrationError(f"calibration needs the FP32 graph; this one is {meta['precision']}")
-    frames = check_frames(frames, meta, "calibration data")
+    frames = sequence_frames(frames, meta, "calibration data")
     if frames.shape[0] < 1:
         raise CalibrationError("calibration data holds no sequences")
-    acts = quantizable_inputs(model)
-    all_outs = set(quantizable_outputs(model))
-    outs = [o for o in quantizable_outputs(model) if o not in acts]
-    watch = acts + outs + [n for n in meta["inputs"] if n not in acts]
-    graph_inputs = set(meta["inputs"])
-    extra = [n for n in watch if n not in graph_inputs]
-    session = make_session(_instrument(model, extra))
+    return meta, frames
+
+
+class _Watch:
+    """Phase 2: the tensors observed - quantized inputs, quantized outputs, graph inputs - and the extra outputs
+    the instrumented graph must return."""
+
+    def __init__(self, model: Any, meta: dict[str, Any]) -> None:
+        self.acts = quantizable_inputs(model)
+        outputs = quantizable_outputs(model)
+        self.outputs = set(outputs)
+        self.graph_inputs = set(meta["inputs"])
+        self.names = (self.acts + [o for o in outputs if o not in self.acts]
+                      + [n for n in meta["inputs"] if n not in self.acts])
+        self.extra = [n for n in self.names if n not in self.graph_inputs]
+
+    def pick(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: tensors[k] for k in self.names if k in tensors}
+
+
+def _observe(model: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, method: str, batch_size: int,
+             say: Callable[[str], None]) -> tuple[_Stats, dict[str, float]]:
+    """Phase 3: roll the instrumented graph out (twice for histogram methods); -> (statistics, amax per tensor)."""
+    session = make_session(_instrument(model, watch.extra))
     stats = _Stats()
-    say = progress or (lambda s: None)
-
-    def pick(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: tensors[k] for k in watch if k in tensors}
-
-    say(f"pass 1 (min/max) over {frames.shape[0]} sequences, {len(watch)} tensors")
-    rollout(session, meta, frames, extra_outputs=extra, batch_size=batch_size,
-            on_step=lambda t, d: stats.observe_minmax(t, pick(d)))
+    say(f"pass 1 (min/max) over {frames.shape[0]} sequences, {len(watch.names)} tensors")
+    rollout(session, meta, frames, extra_outputs=watch.extra, batch_size=batch_size,
+            on_step=lambda t, d: stats.observe_minmax(t, watch.pick(d)))
     amax_mm = {k: max(abs(stats.min[k]), abs(stats.max[k])) for k in stats.min}
     amax = dict(amax_mm)
     if method != "minmax":
         say(f"pass 2 ({method} histograms)")
-        rollout(session, meta, frames, extra_outputs=extra, batch_size=batch_size,
-                on_step=lambda t, d: stats.observe_hist(amax_mm, pick(d)))
+        rollout(session, meta, frames, extra_outputs=watch.extra, batch_size=batch_size,
+                on_step=lambda t, d: stats.observe_hist(amax_mm, watch.pick(d)))
         for k, h in stats.hist.items():
             amax[k] = _percentile_amax(h, amax_mm[k]) if method == "percentile" else _entropy_amax(h, amax_mm[k])
-    cfg = meta["config"]
+    return stats, amax
+
+
+def _ranges_document(model: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, stats: _Stats,
+                     amax: dict[str, float], method: str, keep_float: str | list[str]) -> dict[str, Any]:
+    """Phase 4: the ranges document (see the module docstring)."""
     tensors = {}
-    for k in watch:
+    for k in watch.names:
         if k not in stats.min:
             continue
-        kind = "state" if k.startswith(STATE_IN) else ("input" if k in graph_inputs else "activation")
+        kind = "state" if k.startswith(STATE_IN) else ("input" if k in watch.graph_inputs else "activation")
         entry = {"amax": amax[k], "min": stats.min[k], "max": stats.max[k], "kind": kind,
-                 "quantized_input": k in acts}
-        if k in all_outs:
+                 "quantized_input": k in watch.acts}
+        if k in watch.outputs:
             entry["quantized_output"] = True
         if k in stats.per_step:
             entry["per_step_amax"] = [stats.per_step[k][t] for t in sorted(stats.per_step[k])]
         tensors[k] = entry
+    cfg = meta["config"]
     return {
         "format": RANGES_FORMAT,
         "version": RANGES_VERSION,

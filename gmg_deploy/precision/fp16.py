@@ -19,12 +19,12 @@ Graph inputs/outputs stay FP32 unless ``io_fp16``; state tensors follow ``state_
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any, Iterable
 
 import numpy as np
 
 from gmg_deploy.errors import GMGError
+from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, attach_metadata, metadata_from_proto
 
 DEFAULT_ISLANDS = ("warp", "softmax", "attention_logits", "growth")
@@ -33,10 +33,8 @@ FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 #: Ops that only look at a tensor's shape: their float inputs need no cast.
 _SHAPE_ONLY = {"Shape", "Size"}
 #: Elementwise / data-movement ops the warp island's backward slice walks through.
-_WALK_THROUGH = {
-    "Add", "Sub", "Mul", "Div", "Neg", "Concat", "Slice", "Split", "Reshape", "Transpose", "DepthToSpace",
-    "SpaceToDepth", "Unsqueeze", "Squeeze", "Expand", "Gather", "Identity", "Cast", "Where", "Reciprocal",
-    "Tile", "Flatten",
+_WALK_THROUGH = LAYOUT_OPS | {
+    "Add", "Sub", "Mul", "Div", "Neg", "Reciprocal", "Concat", "Slice", "Split", "Expand", "Gather", "Where", "Tile",
 }
 #: (op_type, input index) that ONNX requires to be float32 whatever the data type.
 _ALWAYS_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
@@ -81,8 +79,8 @@ def find_islands(model: Any, islands: Iterable[str] = DEFAULT_ISLANDS) -> dict[s
     islands = _check_islands(islands)
     g = model.graph
     types = _value_types(model)
-    producer = {o: n for n in g.node for o in n.output}
-    inits = {t.name for t in g.initializer}
+    index = GraphIndex(g)
+    producer, inits = index.producer, index.initializers
     out: dict[str, list[str]] = {k: [] for k in islands}
 
     def backward_slice(start: str, walk: set[str]) -> list[str]:
@@ -148,7 +146,6 @@ def convert_to_fp16(
     The metadata is updated (``precision``, ``io_dtype``, ``state_dtype``, ``fp32_islands``).
     """
     import onnx
-    from onnx import helper, numpy_helper
 
     islands = _check_islands(islands)
     state_dtype = {"fp16": "float16", "fp32": "float32"}.get(state_dtype, state_dtype)
@@ -165,56 +162,80 @@ def convert_to_fp16(
     types = _value_types(m)
     island_map = find_islands(m, islands)
     fp32_nodes = {name for names in island_map.values() for name in names}
+    index = GraphIndex(g)
 
-    consumers: dict[str, list[Any]] = defaultdict(list)
-    for n in g.node:
-        for i in n.input:
-            consumers[i].append(n)
+    def io_type(name: str) -> int:
+        if name.startswith((STATE_IN, STATE_OUT)):
+            return FLOAT16 if state_dtype == "float16" else FLOAT
+        return FLOAT16 if io_fp16 else FLOAT
 
-    def is_float(t: str) -> bool:
-        return types.get(t) == FLOAT
+    node_type = _node_types(g, types, fp32_nodes, index)
+    new_type = _tensor_types(g, types, node_type, io_type)
+    fp32_alias = _split_initializers(g, node_type, new_type, index)
+    _rewrite_nodes(g, node_type, new_type, fp32_alias)
+    _retype_graph_io(g, types, new_type, io_type, set(index.initializers))
 
-    # 1. each node's compute type
+    del g.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m)
+    meta = dict(meta)
+    meta.update(
+        precision="fp16",
+        io_dtype="float16" if io_fp16 else "float32",
+        state_dtype=state_dtype,
+        fp32_islands={k: len(v) for k, v in island_map.items()},
+    )
+    attach_metadata(m, meta)
+    if check:
+        onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def _node_types(g: Any, types: dict[str, int], fp32_nodes: set[str], index: GraphIndex) -> dict[str, int]:
+    """Phase 1: each node's compute type (FP32 in the islands, FP16 elsewhere; shape-only ops have none)."""
     node_type: dict[str, int] = {}
     for n in g.node:
         if n.op_type in _SHAPE_ONLY:
             continue
-        has_float_out = any(is_float(o) for o in n.output)
+        has_float_out = any(types.get(o) == FLOAT for o in n.output)
         if n.name in fp32_nodes:
             node_type[n.name] = FLOAT
         elif n.op_type == "Constant" and has_float_out:
-            users = consumers[n.output[0]]
+            users = index.readers(n.output[0])
             all_fp32 = users and all(u.name in fp32_nodes for u in users)
             node_type[n.name] = FLOAT if all_fp32 else FLOAT16
         elif has_float_out or n.op_type == "Cast":
             node_type[n.name] = FLOAT16
         else:
             node_type[n.name] = FLOAT  # float inputs, non-float outputs (compares): keep exact
+    return node_type
 
-    # 2. the type each float tensor has after the pass
-    def io_type(name: str) -> int:
-        if name.startswith((STATE_IN, STATE_OUT)):
-            return FLOAT16 if state_dtype == "float16" else FLOAT
-        return FLOAT16 if io_fp16 else FLOAT
 
+def _tensor_types(g: Any, types: dict[str, int], node_type: dict[str, int], io_type: Any) -> dict[str, int]:
+    """Phase 2: the type each float graph input and node output has after the pass."""
     new_type: dict[str, int] = {}
     for v in g.input:
-        if is_float(v.name):
+        if types.get(v.name) == FLOAT:
             new_type[v.name] = io_type(v.name)
     for n in g.node:
         for o in n.output:
-            if is_float(o):
+            if types.get(o) == FLOAT:
                 new_type[o] = node_type.get(n.name, FLOAT)
+    return new_type
 
-    # 3. initializers: FP16 copy where an FP16 node reads it, FP32 where an FP32 node does
-    init_names = {t.name for t in g.initializer}
+
+def _split_initializers(g: Any, node_type: dict[str, int], new_type: dict[str, int],
+                        index: GraphIndex) -> dict[str, str]:
+    """Phase 3: FP16 copy of each float initializer an FP16 node reads, FP32 where an FP32 node does (both:
+    an ``__fp32`` alias); updates ``new_type``; returns initializer -> its FP32 alias."""
+    from onnx import numpy_helper
+
     new_inits = []
     fp32_alias: dict[str, str] = {}
     for t in g.initializer:
         if t.data_type != FLOAT:
             new_inits.append(t)
             continue
-        users = consumers[t.name]
+        users = index.readers(t.name)
         want16 = any(node_type.get(u.name) == FLOAT16 and not _must_fp32(u, t.name) for u in users)
         want32 = any(node_type.get(u.name, FLOAT) == FLOAT or _must_fp32(u, t.name) for u in users) or not users
         arr = numpy_helper.to_array(t)
@@ -229,8 +250,13 @@ def convert_to_fp16(
             new_type[t.name] = FLOAT
     del g.initializer[:]
     g.initializer.extend(new_inits)
+    return fp32_alias
 
-    # 4. rewrite nodes, inserting casts where a tensor's type differs from its reader's
+
+def _rewrite_nodes(g: Any, node_type: dict[str, int], new_type: dict[str, int], fp32_alias: dict[str, str]) -> None:
+    """Phase 4: retype constants and Casts, and insert a Cast wherever a tensor's type differs from its reader's."""
+    from onnx import helper, numpy_helper
+
     cast_cache: dict[tuple[str, int], str] = {}
     new_nodes = []
 
@@ -272,13 +298,19 @@ def convert_to_fp16(
     del g.node[:]
     g.node.extend(new_nodes)
 
-    # 5. graph inputs/outputs
+
+def _retype_graph_io(g: Any, types: dict[str, int], new_type: dict[str, int], io_type: Any,
+                     init_names: set[str]) -> None:
+    """Phase 5: graph inputs take their new type; a float output whose type differs from the asked I/O type
+    gets a final Cast (``<name>__inner`` -> ``<name>``)."""
+    from onnx import helper
+
     for v in g.input:
         if v.name in new_type and v.name not in init_names:
             v.type.tensor_type.elem_type = new_type[v.name]
     rename = {}
     for v in g.output:
-        if not is_float(v.name):
+        if types.get(v.name) != FLOAT:
             continue
         want = io_type(v.name)
         if new_type.get(v.name) != want:
@@ -293,24 +325,9 @@ def convert_to_fp16(
             for k, i in enumerate(n.input):
                 if i == name:
                     n.input[k] = inner
-        is_input = any(v.name == name for v in g.input)
-        if is_input:  # a graph input passed straight through
+        if any(v.name == name for v in g.input):  # a graph input passed straight through
             raise PrecisionError(f"graph output {name} is a graph input; cannot retype it")
         g.node.append(helper.make_node("Cast", [inner], [name], name=f"{name}__cast_out", to=want))
-
-    del g.value_info[:]
-    m = onnx.shape_inference.infer_shapes(m)
-    meta = dict(meta)
-    meta.update(
-        precision="fp16",
-        io_dtype="float16" if io_fp16 else "float32",
-        state_dtype=state_dtype,
-        fp32_islands={k: len(v) for k, v in island_map.items()},
-    )
-    attach_metadata(m, meta)
-    if check:
-        onnx.checker.check_model(m, full_check=True)
-    return m
 
 
 def _must_fp32(node: Any, tensor: str, idx: int | None = None) -> bool:

@@ -88,7 +88,7 @@ def parse_in_shape(value: str | None) -> list[int] | None:
 def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
     """Check ``--max-sequences``/``--batch-size`` and load the ``--data`` sequences (the first N of them)."""
     from gmg_deploy.errors import InputError
-    from gmg_deploy.export.ort_rollout import load_frames_npy
+    from gmg_deploy.evaluate.rollout import load_frames_npy
 
     if max_sequences is not None and max_sequences < 1:
         raise InputError(f"--max-sequences={max_sequences} must be >= 1")

@@ -4,7 +4,7 @@ Both graphs forecast the same held-out sequences (observe ``pre``, forecast ``af
 the candidate-vs-reference MSE (OpenSTL: summed over C,H,W, averaged over samples), max absolute error
 and SSIM, and, when the data holds the true future frames, each graph's SSIM against the truth and the
 SSIM drop (reference minus candidate). Graphs run as given: ORT CPU runs the float ops of an FP16 graph in
-FP32 without FP16 rounding between them (see :func:`gmg_deploy.export.precision_fp16.emulate_fp16`), so
+FP32 without FP16 rounding between them (see :func:`gmg_deploy.precision.fp16.emulate_fp16`), so
 score an FP16 graph through ``emulate_fp16`` (as ``gmg-compare`` does) for FP16 storage between ops.
 """
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.metrics import mse_per_step, ssim_per_step
+from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import warp_gate_of
-from gmg_deploy.export.ort_rollout import check_frames, graph_metadata, make_session, rollout
+from gmg_deploy.evaluate.ort_session import make_session
+from gmg_deploy.evaluate.rollout import graph_metadata, rollout, sequence_frames
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6).
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}
@@ -100,7 +101,7 @@ def compare_graphs(
         )
     if {**meta_a["config"], "warp_gate": gate_a} != {**meta_b["config"], "warp_gate": gate_b}:
         raise InputError("the two graphs come from different model configurations; compare exports of one model")
-    frames = check_frames(frames, meta_a)
+    frames = sequence_frames(frames, meta_a)
     cfg = meta_a["config"]
     pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
     ref = rollout(make_session(reference, threads, spin), meta_a, frames, batch_size=batch_size)
