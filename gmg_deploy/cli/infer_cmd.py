@@ -10,9 +10,11 @@ from typing import Any
 import click
 import numpy as np
 
+from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
 from gmg_deploy.cli.precision_common import one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
+from gmg_deploy.video.kinds import is_video_input
 
 
 def _parse_thresholds(text: str | None) -> list[float]:
@@ -59,12 +61,15 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--engine", "engine", required=True, metavar="PATH",
               help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
-@click.option("--input", "input_path", required=True, metavar="FRAMES",
-              help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name). "
-                   "uint8 data is scaled by 1/255.")
+@click.option("--input", "input_path", required=True, multiple=True, metavar="FRAMES|VIDEO",
+              help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name); "
+                   "uint8 data is scaled by 1/255. Or a video (.mp4 .mkv .avi .mov .webm), an rtsp:// or "
+                   "http(s):// URL, a camera /dev/videoN: repeat --input for several streams in one batch.")
 @click.option("--pre", type=click.IntRange(min=1), default=None, help="Observed frames [model's pre_seq_length].")
 @click.option("--aft", type=click.IntRange(min=1), default=None, help="Predicted frames [model's aft_seq_length].")
-@click.option("--out", "out", required=True, metavar="PREDS.npy", help="Predictions (N,aft,C,H,W) float32 .npy.")
+@click.option("--out", "out", default=None, metavar="PREDS.npy",
+              help="Predictions (N,aft,C,H,W) float32 .npy (required for array input). Video: (frames,K,C,H,W) in "
+                   "model units (.npz with one array per input for several inputs).")
 @click.option("--gif", default=None, metavar="STRIP.gif",
               help="Animated GIF of the first sequence: rows input | truth | prediction, one GIF frame per step.")
 @click.option("--metrics", is_flag=True, help="MSE/MAE/SSIM/PSNR (OpenSTL) and CSI; needs T >= pre+aft frames.")
@@ -79,16 +84,24 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@video_options
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, as_json, force) -> None:
+         config_file, trust_checkpoint, as_json, force, **video) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
     (the sequences are processed BATCH-SIZE at a time, one stream per slot). If the input has
     T >= PRE+AFT frames, frames PRE..PRE+AFT-1 are the ground truth for --metrics and the GIF.
     Outputs are written atomically; input or option errors print one line and exit with code 2.
+
+    Video sources: a forecast K frames ahead at every frame; see "Forecast a video" in the README.
     """
+    if any(is_video_input(i) for i in input_path):
+        sys.exit(video_main(engine, input_path, pre, aft, out, gif, metrics, batch_size, backend, device,
+                            config_file, trust_checkpoint, as_json, force, video))
+    check_array_call(input_path, out, video)
+    input_path = input_path[0]
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
                     device, config_file, trust_checkpoint, force)
     if as_json:
@@ -105,18 +118,11 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
         click.echo(f"{k:>10s}: {v:.6g}")
 
 
-def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force) -> dict[str, Any]:
+def open_forecaster(engine: str, backend: str, device: str | None, batch_size: int, config_file: str | None,
+                    trust_checkpoint: bool) -> Any:
+    """The :class:`Forecaster` for the command's engine options."""
     from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
-    from gmg_deploy.runtime.inputs import load_frames
-    from gmg_deploy.runtime.metrics import all_metrics
-    from gmg_deploy.runtime.strip_gif import write_strip_gif
 
-    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
-    out_path = check_output_path(out, force=force)
-    gif_path = check_output_path(gif, force=force) if gif else None
-    if gif_path is not None and gif_path.resolve() == out_path.resolve():
-        raise InputError("--gif and --out name the same file; give two paths")
     kind = pick_backend(engine, backend)
     dev = device or ("cuda" if kind == "tensorrt" else "cpu")
     kwargs: dict[str, Any] = {}
@@ -126,7 +132,21 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
             kwargs["config_file"] = config_file
     elif config_file or trust_checkpoint:
         raise InputError("--config-file/--trust-checkpoint apply to checkpoints (.ckpt/.pth) only")
-    fc = Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+    return Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
+
+
+def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
+          config_file, trust_checkpoint, force) -> dict[str, Any]:
+    from gmg_deploy.runtime.inputs import load_frames
+    from gmg_deploy.runtime.metrics import all_metrics
+    from gmg_deploy.runtime.strip_gif import write_strip_gif
+
+    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
+    out_path = check_output_path(out, force=force)
+    gif_path = check_output_path(gif, force=force) if gif else None
+    if gif_path is not None and gif_path.resolve() == out_path.resolve():
+        raise InputError("--gif and --out name the same file; give two paths")
+    fc = open_forecaster(engine, backend, device, batch_size, config_file, trust_checkpoint)
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre
