@@ -66,6 +66,9 @@ class FrameSource:
                 kwargs["options"] = {"rtsp_transport": "tcp"}
         try:
             self.container = av.open(self.spec, **kwargs)
+        except EOFError:
+            raise SourceError(f"input {self.spec} holds 0 video frames (empty or cut short); "
+                              "give a video with at least one frame") from None
         except Exception as e:  # PyAV raises av.error.* (OSError subclasses) and others
             what = "cannot connect to" if self.kind == "url" else "cannot open"
             hint = {"url": f" within {connect_timeout:g} s; check the address and that the stream is up "
