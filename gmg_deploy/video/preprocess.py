@@ -3,8 +3,8 @@
 ``Preprocessor(frame_shape, fit, mean, std)(rgb_uint8)`` -> float32 ``(C,H,W)`` in the model's units:
 ``(x - test_mean) / test_std`` of the checkpoint (from the graph metadata), or plain [0,1] without them.
 ``to_unit`` is its exact inverse back to [0,1] (for everything shown or written), ``to_uint8`` to pixels.
-Grey is ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B``. Resizing is done on float32 planes with Pillow:
-area averaging (box filter) when shrinking, bilinear when enlarging.
+Grey is ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B``. Resizing is done by Pillow on the 8-bit frame
+(area averaging - box filter - when shrinking, bilinear when enlarging), so it rounds to 1/255.
 """
 from __future__ import annotations
 
@@ -86,18 +86,21 @@ class Preprocessor:
         C, H, W = self.frame_shape
         h, w = img.shape[:2]
         src_box, (x0, y0, x1, y1) = fit_boxes((w, h), (W, H), self.fit)
-        x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-        if C == 1:
-            planes = [x[..., 0] if x.shape[2] == 1 else x @ LUMA]
-        else:
-            planes = [x[..., i] for i in range(3)] if x.shape[2] == 3 else [x[..., 0]] * 3
         tw, th = x1 - x0, y1 - y0
         shrink = (src_box[2] - src_box[0]) >= tw and (src_box[3] - src_box[1]) >= th
         resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+        # Resize the 8-bit frame first (small afterwards: cheap, and it keeps the caches for the model);
+        # resizing and luma are both linear, so their order does not change the result beyond rounding.
+        pil = Image.fromarray(np.ascontiguousarray(img[..., 0] if img.shape[2] == 1 else img))
+        small = np.asarray(pil.resize((tw, th), resample, box=src_box), dtype=np.float32) * np.float32(1.0 / 255.0)
+        if small.ndim == 2:
+            small = small[..., None]
+        if C == 1:
+            planes = small @ LUMA[:, None] if small.shape[2] == 3 else small
+        else:
+            planes = small if small.shape[2] == 3 else np.repeat(small, 3, axis=2)
         out = np.zeros((C, H, W), dtype=np.float32)
-        for c, p in enumerate(planes):
-            r = Image.fromarray(np.ascontiguousarray(p, dtype=np.float32)).resize((tw, th), resample, box=src_box)
-            out[c, y0:y1, x0:x1] = np.asarray(r, dtype=np.float32)
+        out[:, y0:y1, x0:x1] = planes.transpose(2, 0, 1)
         np.clip(out, 0.0, 1.0, out=out)
         return out
 

@@ -80,7 +80,7 @@ class FrameSource:
             self.container.close()
             raise SourceError(f"input {self.spec} holds no video stream")
         self.stream = self.container.streams.video[0]
-        self.stream.thread_type = "AUTO"
+        self.stream.codec_context.thread_count = 1  # the model owns the cores; one decoder thread
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.fps: float | None = float(rate) if rate else None
         cc = self.stream.codec_context

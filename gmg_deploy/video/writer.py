@@ -71,7 +71,7 @@ class VideoWriter:
         self.stream.width, self.stream.height = self.size
         self.stream.pix_fmt = "yuv420p"
         if self.codec == "libx264":
-            self.stream.options = {"preset": "veryfast", "crf": "18"}
+            self.stream.options = {"preset": "veryfast", "crf": "18", "threads": "1"}
         else:
             self.stream.bit_rate = 4_000_000
         self.fps = float(rate)
