@@ -157,3 +157,32 @@ def test_without_pyav_one_line_names_the_extra(tmp_path, onnx_path, clips):
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [
         "error: video input/output needs PyAV, which is not installed; run: pip install gmg-deploy[video]"]
+
+
+def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, onnx_path):
+    """SIGINT to a --realtime run (a file released at 30 fps): exit 130, the panel video holds what was done."""
+    import signal
+    import time
+
+    clip = encode_clip(tmp_path / "long.mkv", demo_frames(300, 16, 16, False), fps=30)  # 10 s
+    vid = tmp_path / "part.mp4"
+    p = subprocess.Popen([sys.executable, "-m", "gmg_deploy.cli.infer_cmd", "--engine", str(onnx_path), "--input",
+                          str(clip), "--realtime", "--horizon", "2", "--video-out", str(vid), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(6.0)  # start-up (imports, model) + a few seconds of frames
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    rep = json.loads(out)
+    assert rep["interrupted"] and rep["partial"] and 0 < rep["frames"] < 300
+    assert "partial: interrupted" in err and "Traceback" not in err
+    frames, fps, _ = read_clip(vid)
+    # every panel written is in the file; the interrupt may land between a forecast and its panel
+    assert len(frames) == rep["video_frames"] and rep["frames"] - 1 <= rep["video_frames"] <= rep["frames"]
+    assert fps == 30
+    assert not list(tmp_path.glob(".*.tmp"))
