@@ -169,14 +169,25 @@ def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, onnx_path):
     p = subprocess.Popen([sys.executable, "-m", "gmg_deploy.cli.infer_cmd", "--engine", str(onnx_path), "--input",
                           str(clip), "--realtime", "--horizon", "2", "--video-out", str(vid), "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import threading
+
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: p.stderr.read(1), "")), daemon=True)
+    reader.start()
     try:
-        time.sleep(6.0)  # start-up (imports, model) + a few seconds of frames
+        t0 = time.monotonic()
+        while "frames " not in "".join(chunks) and time.monotonic() - t0 < 120:  # the progress line: running
+            time.sleep(0.2)
+        time.sleep(1.0)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
+        out = p.stdout.read()  # until the process exits (stderr is drained by the reader thread)
+        p.wait(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+    reader.join(timeout=10)
+    err = "".join(chunks)
     assert p.returncode == 130, err
     rep = json.loads(out)
     assert rep["interrupted"] and rep["partial"] and 0 < rep["frames"] < 300
