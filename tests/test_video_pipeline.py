@@ -235,7 +235,7 @@ def test_drop_policy_with_a_slowed_backend(tmp_path, onnx_path):
     assert s["realtime"] and s["frames"] + s["dropped"] == 45
     assert s["dropped"] >= 20 and 5 <= s["frames"] <= 25
     # newest frame first: a frame waits at most one slow step (plus scheduling noise), not the whole backlog
-    assert s["latency_ms"]["p50"] < 250
+    assert s["latency_ms"]["p50"] < 400  # a backlog of 45 frames at 0.1 s each would reach seconds
     # without --realtime the same file is read frame by frame: nothing dropped
     rep = run_streams(Forecaster.open(onnx_path), open_sources([str(clip)]), horizon=2)
     assert (rep.frames, rep.dropped) == (45, 0)
