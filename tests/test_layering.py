@@ -1,4 +1,4 @@
-"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve; cli sits on top.
+"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve, video; cli on top.
 
 No stage imports a later one. Why ``evaluate`` sits before ``precision``: calibration (``precision.ranges``)
 rolls the FP32 step graph out in ONNX Runtime to record ranges, so it needs ``evaluate.rollout``; evaluation
@@ -15,7 +15,7 @@ from pathlib import Path
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "export", "evaluate", "precision", "engine", "runtime", "serve"]
+ORDER = ["model", "export", "evaluate", "precision", "engine", "runtime", "serve", "video"]
 UTIL = {"errors", "io", "checks", "__init__"}
 
 
@@ -45,6 +45,18 @@ def test_no_stage_imports_a_later_stage():
 def test_utilities_import_no_stage():
     for name in ("errors", "io", "checks"):
         assert _imports(PKG / f"{name}.py") <= UTIL, name
+
+
+def test_pyav_is_imported_in_one_module():
+    """``video/avlib.py`` imports PyAV (lazily, with the [video] extra hint); nothing else does."""
+    users = set()
+    for f in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            if any(n == "av" or n.startswith("av.") for n in names):
+                users.add(str(f.relative_to(PKG)))
+    assert users == {"video/avlib.py"}
 
 
 def test_data_generator_needs_only_the_model():

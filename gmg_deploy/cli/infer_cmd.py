@@ -14,8 +14,10 @@ from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.model_options import warp_gate_option
 from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
+from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
+from gmg_deploy.video.kinds import is_video_input
 
 
 def _parse_thresholds(text: str | None) -> list[float]:
@@ -32,13 +34,11 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr)
 
 
-def _open_forecaster(engine: str, input_path: str, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
+def _open_clamped(engine: str, streams: int | None, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
     """Open the engine with no more slots than the input has streams (unless the engine's batch is fixed)."""
     from gmg_deploy.errors import GMGError
     from gmg_deploy.runtime.forecaster import Forecaster
-    from gmg_deploy.runtime.inputs import count_sequences
 
-    streams = count_sequences(input_path)
     slots = batch_size if streams is None or streams < 1 else min(batch_size, streams)
     try:
         return Forecaster.open(engine, backend=kind, device=dev, batch_size=slots, **kwargs)
@@ -78,12 +78,15 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--engine", "engine", required=True, metavar="PATH",
               help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
-@click.option("--input", "input_path", required=True, metavar="FRAMES",
-              help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name). "
-                   "uint8 data is scaled by 1/255.")
+@click.option("--input", "input_path", required=True, multiple=True, metavar="FRAMES|VIDEO",
+              help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name); "
+                   "uint8 data is scaled by 1/255. Or a video (.mp4 .mkv .avi .mov .webm), an rtsp:// or "
+                   "http(s):// URL, a camera /dev/videoN: repeat --input for several streams in one batch.")
 @click.option("--pre", type=click.IntRange(min=1), default=None, help="Observed frames [model's pre_seq_length].")
 @click.option("--aft", type=click.IntRange(min=1), default=None, help="Predicted frames [model's aft_seq_length].")
-@click.option("--out", "out", required=True, metavar="PREDS.npy", help="Predictions (N,aft,C,H,W) float32 .npy.")
+@click.option("--out", "out", default=None, metavar="PREDS.npy",
+              help="Predictions (N,aft,C,H,W) float32 .npy (required for array input). Video: (frames,K,C,H,W) in "
+                   "model units (.npz with one array per input for several inputs).")
 @click.option("--gif", default=None, metavar="STRIP.gif",
               help="Animated GIF of the first sequence: rows input | truth | prediction, one GIF frame per step.")
 @click.option("--metrics", is_flag=True, help="MSE/MAE/SSIM/PSNR (OpenSTL) and CSI; needs T >= pre+aft frames.")
@@ -103,16 +106,28 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @ort_options(default_threads=None)
+@video_options
 @one_line_errors
 def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, warp_gate, clip, as_json, force, threads=None, no_spin=False) -> None:
+         config_file, trust_checkpoint, warp_gate, clip, as_json, force, threads=None, no_spin=False,
+         **video) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
     (the sequences are processed BATCH-SIZE at a time, one stream per slot). If the input has
     T >= PRE+AFT frames, frames PRE..PRE+AFT-1 are the ground truth for --metrics and the GIF.
     Outputs are written atomically; input or option errors print one line and exit with code 2.
+
+    Video sources: a forecast K frames ahead at every frame; see "Forecast a video" in the README.
     """
+    if any(is_video_input(i) for i in input_path):
+        if clip:
+            raise InputError("--clip applies to array inputs; video panels are always shown clipped to [0, 1]")
+        sys.exit(video_main(engine, input_path, pre, aft, out, gif, metrics, batch_size, backend, device,
+                            config_file, trust_checkpoint, as_json, force, video,
+                            engine_options={"warp_gate": warp_gate, "threads": threads, "no_spin": no_spin}))
+    check_array_call(input_path, out, video)
+    input_path = input_path[0]
     summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
                     device, config_file, trust_checkpoint, force, warp_gate, clip=clip, threads=threads,
                     no_spin=no_spin)
@@ -133,19 +148,12 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
         click.echo(f"{k:>10s}: {v:.6g}")
 
 
-def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False, threads=None,
-          no_spin=False) -> dict[str, Any]:
-    from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
-    from gmg_deploy.runtime.inputs import load_frames
-    from gmg_deploy.evaluate.metrics import all_metrics
-    from gmg_deploy.evaluate.strip_gif import write_strip_gif
+def open_forecaster(engine: str, backend: str, device: str | None, batch_size: int, config_file: str | None,
+                    trust_checkpoint: bool, *, warp_gate: str = "auto", threads: int | None = None,
+                    no_spin: bool = False, streams: int | None = None) -> Any:
+    """The :class:`Forecaster` for the command's engine options (no more slots than ``streams``, when known)."""
+    from gmg_deploy.runtime.forecaster import pick_backend
 
-    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
-    out_path = check_output_path(out, force=force)
-    gif_path = check_output_path(gif, force=force) if gif else None
-    if gif_path is not None and gif_path.resolve() == out_path.resolve():
-        raise InputError("--gif and --out name the same file; give two paths")
     kind = pick_backend(engine, backend)
     dev = device or ("cuda" if kind == "tensorrt" else "cpu")
     kwargs: dict[str, Any] = {}
@@ -160,7 +168,23 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
         kwargs = {"threads": threads, "spin": not no_spin}
     elif threads is not None or no_spin:
         raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
-    fc = _open_forecaster(engine, input_path, batch_size, kind, dev, kwargs)
+    return _open_clamped(engine, streams, batch_size, kind, dev, kwargs)
+
+
+def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
+          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False, threads=None,
+          no_spin=False) -> dict[str, Any]:
+    from gmg_deploy.evaluate.metrics import all_metrics
+    from gmg_deploy.evaluate.strip_gif import write_strip_gif
+    from gmg_deploy.runtime.inputs import count_sequences, load_frames
+
+    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
+    out_path = check_output_path(out, force=force)
+    gif_path = check_output_path(gif, force=force) if gif else None
+    if gif_path is not None and gif_path.resolve() == out_path.resolve():
+        raise InputError("--gif and --out name the same file; give two paths")
+    fc = open_forecaster(engine, backend, device, batch_size, config_file, trust_checkpoint, warp_gate=warp_gate,
+                         threads=threads, no_spin=no_spin, streams=count_sequences(input_path))
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre

@@ -1,0 +1,190 @@
+"""``gmg-infer`` on video sources (files, URLs, cameras): options checked, streams run, outputs and report."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.io import atomic_path, check_output_path
+
+
+def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        if len(arrays) == 1:
+            np.save(fh, arrays[0])
+        else:
+            np.savez(fh, **{f"input{i}": a for i, a in enumerate(arrays)})
+
+
+def _progress_printer(quiet: bool) -> Any:
+    if quiet:
+        return None
+    last = [0.0]
+
+    def show(rep: Any) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 1.0:
+            return
+        last[0] = now
+        fps = rep.frames / rep.wall_s if rep.wall_s > 0 else 0.0
+        click.echo(f"\rframes {rep.frames}  {fps:.1f} fps  dropped {rep.dropped}", err=True, nl=False)
+
+    return show
+
+
+def _write_gif(path: Path, pre_n: int, res: Any, pre: Any) -> tuple[int, tuple[int, int]]:
+    """The GIF of the first source: the last frame with K frames of truth after it (else the last frame)."""
+    from gmg_deploy.evaluate.strip_gif import write_strip_gif
+
+    obs, preds = np.stack(res.observed), np.stack(res.preds)
+    T, K = obs.shape[0], preds.shape[1]
+    t0 = T - 1 - K if T > K else T - 1
+    truth = pre.to_unit(obs[t0 + 1 : t0 + 1 + K]) if T > K else None
+    return write_strip_gif(path, pre.to_unit(obs[max(0, t0 - pre_n + 1) : t0 + 1]), pre.to_unit(preds[t0]), truth)
+
+
+def run_video(fc_open: Any, inputs: list[str], *, horizon: int | None, out: str | None, gif: str | None,
+              video_out: str | None, fit: str, denormalize: bool, realtime: bool | None, connect_timeout: float,
+              batch_size: int | None, quiet: bool, as_json: bool, force: bool) -> int:
+    """Run the video path; returns the exit status (0, 2 when a source failed mid-stream, 130 on Ctrl-C).
+
+    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options).
+    """
+    from gmg_deploy.video.preprocess import Preprocessor
+    from gmg_deploy.video.stream import open_sources, run_streams
+    from gmg_deploy.video.writer import check_video_out
+
+    if connect_timeout <= 0:
+        raise InputError(f"--connect-timeout {connect_timeout:g} must be > 0 seconds")
+    paths = [check_output_path(p, force=force) for p in (out, gif, video_out) if p]
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise InputError("--out, --gif and --video-out must name different files")
+    if out and len(inputs) > 1 and Path(out).suffix.lower() != ".npz":
+        raise InputError(f"--out {out}: with {len(inputs)} inputs give a .npz (one array per input)")
+    if out and len(inputs) == 1 and Path(out).suffix.lower() != ".npy":
+        raise InputError(f"--out {out}: give a .npy file (frames, K, C, H, W)")
+    if video_out:
+        check_video_out(video_out)
+    fc = fc_open(batch_size or len(inputs))
+    K = fc.config.aft_seq_length if horizon is None else horizon
+    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
+    sources = open_sources(inputs, connect_timeout)
+    note = (lambda s: click.echo(s, err=True))
+    rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=realtime, video_out=video_out,
+                      keep_preds=bool(out or gif), keep_observed=bool(gif), progress=_progress_printer(quiet),
+                      note=note, read_timeout=connect_timeout)
+    fc.close()
+    if not quiet:
+        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+    summary = rep.summary()
+    summary.update(engine_backend=fc.backend_name, device=str(fc.device), batch_size=fc.batch_size, fit=fit)
+    if out and rep.frames:
+        C, H, W = fc.frame_shape
+        arrays = [np.stack(s.preds) if s.preds else np.zeros((0, K, C, H, W), np.float32) for s in rep.streams]
+        if denormalize:
+            arrays = [pre.to_unit(a) for a in arrays]
+        _save_preds(Path(out), arrays)
+        summary["out"] = out
+    if gif and rep.streams[0].frames:
+        count, size = _write_gif(Path(gif), fc.config.pre_seq_length, rep.streams[0], pre)
+        summary.update(gif=gif, gif_frames=count, gif_size=list(size))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    lat = summary["latency_ms"]
+    lines = [f"{rep.frames} frame(s) from {len(inputs)} source(s), horizon {K}, {fc.backend_name} on {fc.device}"
+             f"{' (realtime)' if rep.realtime else ''}: {summary['end_to_end_fps'] or 0:.1f} fps end to end, "
+             f"model {summary['model_ms_per_step'] or 0:.2f} ms/step, dropped {rep.dropped}"]
+    if lat["p50"] is not None:
+        lines.append(f"latency decode->forecast p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
+                     f"p99 {lat['p99']:.1f} ms")
+    if rep.video_out and rep.video_frames:
+        lines.append(f"video ({rep.video_frames} frames, {rep.codec}) -> {rep.video_out}")
+    if rep.partial:
+        why = "interrupted" if rep.interrupted else "a source failed"
+        lines.append(f"partial: {why}; the outputs hold the {rep.frames} frame(s) processed")
+    for line in lines:
+        click.echo(line, err=True)
+    if rep.interrupted:
+        return 130
+    failed = [s.error for s in rep.streams if s.error]
+    if failed:
+        click.echo("error: " + " ".join(failed[0].splitlines()), err=True)
+        return 2
+    return 0
+
+
+def video_options(fn: Any) -> Any:
+    """The ``gmg-infer`` options of the video path (passed to the command as keyword arguments)."""
+    opts = [
+        click.option("--horizon", type=int, default=None, metavar="K",
+                     help="Video: forecast K frames ahead at every frame [model's aft_seq_length]."),
+        click.option("--video-out", default=None, metavar="OUT.mp4",
+                     help="Video: panel video (observed | forecast t+1 | forecast t+K | true t+K for files), "
+                          "H.264 at the source's fps (.mp4 .mkv .mov .avi)."),
+        click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
+                     help="Video: fit frames to the model: keep the aspect ratio and centre-crop or pad, or stretch."),
+        click.option("--denormalize", is_flag=True,
+                     help="Video: write --out in [0,1] pixel units instead of the model's (test_mean/test_std) units."),
+        click.option("--realtime/--no-realtime", default=None,
+                     help="Video: decode in a background thread, forecast from the newest frame, drop stale ones "
+                          "[on for cameras and URLs, off for files]."),
+        click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S",
+                     help="Video: seconds to wait for a URL to connect or deliver a frame."),
+        click.option("--quiet", is_flag=True, help="Video: no progress line."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+_VIDEO_ONLY = {"horizon": "--horizon", "video_out": "--video-out", "denormalize": "--denormalize",
+               "realtime": "--realtime"}
+
+
+def check_array_call(inputs: tuple[str, ...], out: str | None, video: dict[str, Any]) -> None:
+    """Array/PNG input: one --input, --out given, no video-only options."""
+    if len(inputs) != 1:
+        raise InputError(f"--input given {len(inputs)} times; several inputs are for video sources only "
+                         "(put array sequences in one .npy)")
+    if out is None:
+        raise InputError("--out PREDS.npy is required for array or PNG input")
+    for key, flag in _VIDEO_ONLY.items():
+        if video.get(key) not in (None, False):
+            raise InputError(f"{flag} applies to video inputs (.mp4, URL, camera); {inputs[0]} is not one")
+
+
+def video_main(engine: str, inputs: tuple[str, ...], pre: int | None, aft: int | None, out: str | None,
+               gif: str | None, metrics: bool, batch_size: int, backend: str, device: str | None,
+               config_file: str | None, trust_checkpoint: bool, as_json: bool, force: bool,
+               video: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
+    """``gmg-infer`` with video inputs -> exit status."""
+    from gmg_deploy.cli.infer_cmd import open_forecaster
+    from gmg_deploy.video.kinds import is_video_input
+
+    bad = [i for i in inputs if not is_video_input(i)]
+    if bad:
+        raise InputError(f"--input {bad[0]} is not a video source; video and array inputs cannot be mixed")
+    if pre is not None or aft is not None:
+        raise InputError("--pre/--aft apply to array inputs; for video use --horizon K")
+    if metrics:
+        raise InputError("--metrics applies to array inputs; video output shows the true frame t+K in the panel")
+    if video["horizon"] is not None and video["horizon"] < 1:
+        raise InputError(f"--horizon {video['horizon']} must be >= 1")
+    if batch_size != 1 and batch_size > len(inputs):
+        raise InputError(f"--batch-size {batch_size} is more than the {len(inputs)} video input(s)")
+    slots = len(inputs) if batch_size == 1 else batch_size
+    try:
+        return run_video(lambda b: open_forecaster(engine, backend, device, b, config_file, trust_checkpoint,
+                                                   **(engine_options or {})),
+                         list(inputs), horizon=video["horizon"], out=out, gif=gif, video_out=video["video_out"],
+                         fit=video["fit"], denormalize=video["denormalize"], realtime=video["realtime"],
+                         connect_timeout=video["connect_timeout"], batch_size=slots, quiet=video["quiet"],
+                         as_json=as_json, force=force)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130

@@ -1,0 +1,203 @@
+"""Frame sources: a video file, an ``rtsp://``/``http(s)://`` URL or a V4L2 camera, decoded with PyAV.
+
+:class:`FrameSource` iterates :class:`Frame` s (RGB ``uint8`` ``(H,W,3)``) and knows ``fps`` and ``size``.
+:class:`LatestFrameReader` decodes in a background thread into a bounded queue and hands out the newest
+frame, dropping (and counting) stale ones; :class:`SyncReader` is the same interface without a thread.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from gmg_deploy.errors import InputError
+from gmg_deploy.video.avlib import require_av
+from gmg_deploy.video.kinds import source_kind
+
+
+class SourceError(InputError):
+    """A video source cannot be opened or failed while decoding."""
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``image`` RGB uint8 ``(H,W,3)``, its index in the source, and when it arrived."""
+
+    image: np.ndarray
+    index: int
+    t_arrived: float
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())[:160]
+
+
+class FrameSource:
+    """An iterable video source with ``fps`` (``None`` if unknown), ``size`` ``(width, height)`` and ``kind``.
+
+    ``connect_timeout`` (seconds) bounds opening a URL and every later read from it.
+    """
+
+    def __init__(self, spec: str, *, connect_timeout: float = 10.0) -> None:
+        self.spec = str(spec)
+        self.kind = source_kind(self.spec) or "file"
+        av = require_av()
+        kwargs: dict[str, Any] = {}
+        if self.kind == "file":
+            if not os.path.exists(self.spec):
+                raise SourceError(f"input {self.spec} does not exist")
+            if os.path.isdir(self.spec):
+                raise SourceError(f"input {self.spec} is a folder; give a video file")
+        elif self.kind == "camera":
+            if not os.path.exists(self.spec):
+                raise SourceError(f"camera {self.spec} does not exist; list cameras with 'ls /dev/video*'")
+            kwargs["format"] = "v4l2"
+        else:
+            if connect_timeout <= 0:
+                raise SourceError(f"--connect-timeout {connect_timeout} must be > 0 seconds")
+            kwargs["timeout"] = float(connect_timeout)
+            if self.spec.lower().startswith(("rtsp://", "rtsps://")):
+                kwargs["options"] = {"rtsp_transport": "tcp"}
+        try:
+            self.container = av.open(self.spec, **kwargs)
+        except EOFError:
+            raise SourceError(f"input {self.spec} holds 0 video frames (empty or cut short); "
+                              "give a video with at least one frame") from None
+        except Exception as e:  # PyAV raises av.error.* (OSError subclasses) and others
+            what = "cannot connect to" if self.kind == "url" else "cannot open"
+            hint = {"url": f" within {connect_timeout:g} s; check the address and that the stream is up "
+                           "(--connect-timeout)",
+                    "camera": "; check that the camera is free and readable",
+                    "file": "; is it a complete, readable video?"}[self.kind]
+            raise SourceError(f"{what} {self.spec} ({_reason(e)}){hint}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise SourceError(f"input {self.spec} holds no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.codec_context.thread_count = 1  # the model owns the cores; one decoder thread
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps: float | None = float(rate) if rate else None
+        cc = self.stream.codec_context
+        self.size: tuple[int, int] = (int(cc.width), int(cc.height))
+        self.frames_decoded = 0
+
+    @property
+    def is_live(self) -> bool:
+        """Cameras and URLs deliver frames in real time; files can be read as fast as decoding goes."""
+        return self.kind != "file"
+
+    def __iter__(self) -> Iterator[Frame]:
+        try:
+            for vf in self.container.decode(self.stream):
+                img = vf.to_ndarray(format="rgb24")
+                yield Frame(img, self.frames_decoded, time.perf_counter())
+                self.frames_decoded += 1
+        except GeneratorExit:
+            raise
+        except Exception as e:
+            raise SourceError(f"input {self.spec} failed after {self.frames_decoded} frame(s) "
+                              f"({_reason(e)})") from None
+        if self.frames_decoded == 0:
+            raise SourceError(f"input {self.spec} holds 0 video frames; give a video with at least one frame")
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        except Exception:
+            pass
+
+
+class SyncReader:
+    """Frames one after the other from the caller's thread: nothing is dropped."""
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self._it = iter(source)
+        self.dropped = 0
+        self.max_queued = 0
+
+    def latest(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or ``None`` once the source has ended."""
+        return next(self._it, None)
+
+    def close(self) -> None:
+        self._it.close()
+        self.source.close()
+
+
+class LatestFrameReader:
+    """Decode in a background thread into a queue of at most ``maxsize`` frames; hand out the newest.
+
+    When the consumer is slower than the source, older frames are dropped (``dropped`` counts them); the
+    queue never grows past ``maxsize``. ``pace=True`` releases a file's frames at its fps, as a live source.
+    """
+
+    def __init__(self, source: FrameSource, *, maxsize: int = 2, pace: bool = False) -> None:
+        if maxsize < 1:
+            raise InputError(f"queue size {maxsize} must be >= 1")
+        self.source = source
+        self.maxsize = maxsize
+        self.pace = pace and bool(source.fps)
+        self.dropped = 0
+        self.max_queued = 0
+        self._q: collections.deque[Frame] = collections.deque()
+        self._cv = threading.Condition()
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"decode:{source.spec}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            for f in self.source:
+                if self.pace:
+                    delay = t0 + f.index / float(self.source.fps) - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    f.t_arrived = time.perf_counter()
+                with self._cv:
+                    if self._stop:
+                        break
+                    if len(self._q) >= self.maxsize:
+                        self._q.popleft()
+                        self.dropped += 1
+                    self._q.append(f)
+                    self.max_queued = max(self.max_queued, len(self._q))
+                    self._cv.notify_all()
+        except BaseException as e:  # handed to the consumer thread
+            self._error = e
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def latest(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame (older queued ones are dropped), waiting for one; ``None`` once the source ended."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._q or self._done, timeout=timeout):
+                raise SourceError(f"input {self.source.spec} delivered no frame for {timeout:g} s")
+            if self._q:
+                self.dropped += len(self._q) - 1
+                f = self._q[-1]
+                self._q.clear()
+                return f
+            if self._error is not None:
+                err, self._error = self._error, None
+                raise err
+            return None
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._q.clear()
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.source.close()
