@@ -176,3 +176,17 @@ def test_triton_url_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)
     with pytest.raises(GMGError, match=r"pip install gmg-deploy\[serve\]"):
         Forecaster.open("triton://127.0.0.1:8001/gmg")
+
+
+def test_server_listens_on_the_host_asked_for(tmp_path):
+    """gmg-serve --host reaches every tritonserver address option (default: loopback only)."""
+    from pathlib import Path
+
+    from gmg_deploy.serve.server import ServerBinary, server_command
+
+    binary = ServerBinary(Path("/x/tritonserver"))
+    for host in ("127.0.0.1", "0.0.0.0"):
+        cmd = server_command(binary, tmp_path, grpc_port=1, http_port=2, metrics_port=3, backends=None, host=host)
+        assert {c for c in cmd if "-address=" in c} == {f"--{k}-address={host}" for k in ("http", "grpc", "metrics")}
+    r = CliRunner().invoke(serve, ["--help"])
+    assert "--host" in r.output and "127.0.0.1" in r.output

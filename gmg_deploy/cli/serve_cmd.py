@@ -25,20 +25,22 @@ def _port(ctx, param, value):  # click callback
 @click.option("--grpc-port", type=int, default=8001, show_default=True, callback=_port)
 @click.option("--http-port", type=int, default=8000, show_default=True, callback=_port)
 @click.option("--metrics-port", type=int, default=8002, show_default=True, callback=_port)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the server listens on (0.0.0.0: every interface, for clients on other machines).")
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
               help="Seconds to wait for the server to be ready.")
 @click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None,
               help="Append the server's log to this file (default: a temporary file, removed on exit).")
 @one_line_errors
-def main(repo, grpc_port, http_port, metrics_port, timeout_s, log_file) -> None:
-    """Serve the Triton model repository REPO (written by gmg-triton) on 127.0.0.1."""
+def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) -> None:
+    """Serve the Triton model repository REPO (written by gmg-triton) on --host (127.0.0.1 by default)."""
     from gmg_deploy.errors import InputError
     from gmg_deploy.serve.server import TritonServer
 
     if len({grpc_port, http_port, metrics_port}) != 3:
         raise InputError("--grpc-port, --http-port and --metrics-port must differ")
     server = TritonServer(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
-                          log_file=log_file)
+                          log_file=log_file, host=host)
     stop = {"sig": None}
 
     def on_signal(signum, frame):

@@ -92,12 +92,12 @@ def server_env(server: ServerBinary) -> dict[str, str]:
 
 
 def server_command(server: ServerBinary, repo: Path, *, grpc_port: int, http_port: int, metrics_port: int,
-                   backends: Path | None, log_verbose: int = 0) -> list[str]:
+                   backends: Path | None, log_verbose: int = 0, host: str = "127.0.0.1") -> list[str]:
     cmd = [str(server.path), f"--model-repository={repo}", f"--grpc-port={grpc_port}",
            f"--http-port={http_port}", f"--metrics-port={metrics_port}", "--allow-metrics=true",
            "--allow-gpu-metrics=false", "--exit-on-error=true", "--strict-readiness=true",
-           f"--log-verbose={log_verbose}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-           "--metrics-address=127.0.0.1"]
+           f"--log-verbose={log_verbose}", f"--http-address={host}", f"--grpc-address={host}",
+           f"--metrics-address={host}"]
     if backends is not None:
         cmd.append(f"--backend-directory={backends}")
     return cmd
@@ -131,7 +131,7 @@ class TritonServer:
         backends = _prepare_backends(server, self._workdir)
         env = server_env(server)
         cmd = server_command(server, self.repo, grpc_port=self.ports["grpc"], http_port=self.ports["http"],
-                             metrics_port=self.ports["metrics"], backends=backends)
+                             metrics_port=self.ports["metrics"], backends=backends, host=self.host)
         log = open(self.log_file, "ab") if self.log_file else open(self._workdir / "server.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
