@@ -30,6 +30,11 @@ def check_output_path(path: str | Path, *, force: bool = False) -> Path:
     return p
 
 
+def umask_mode(kind: str = "file") -> int:
+    """The mode a plain ``open``/``mkdir`` would give: 0666 (file) or 0777 (dir) minus the process umask."""
+    return (0o777 if kind == "dir" else 0o666) & ~_umask()
+
+
 def _umask() -> int:
     """The process umask (read without changing it where /proc allows)."""
     try:
@@ -61,7 +66,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, umask_mode("file"))
         os.replace(tmp_path, p)
     except BaseException as e:
         with contextlib.suppress(OSError):

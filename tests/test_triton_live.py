@@ -216,3 +216,22 @@ def test_infer_cli_over_triton(served_repo, tmp_path):
     r = CliRunner().invoke(infer, ["--engine", f"{server.url}/gmg", "--input", str(data), "--out",
                                    str(tmp_path / "x.npy")])
     assert r.exit_code == 2 and "gmg-serve" in r.output  # server gone: one line
+
+
+def test_two_quick_ctrl_c_still_stop_the_whole_server(served_repo):
+    """A second SIGINT arriving while gmg-serve shuts down must not leave tritonserver or its stubs running."""
+    _, repo = served_repo
+    server = Served(repo)
+    kids = descendants(server.proc.pid)
+    try:
+        assert kids, "tritonserver should run below gmg-serve"
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # the second arrives while gmg-serve waits for the server to stop
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(60) == 130
+    finally:
+        server.kill()
+    t_end = time.monotonic() + 20
+    while any(alive(p) for p in kids) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not [p for p in kids if alive(p)], "processes left after two Ctrl-C"

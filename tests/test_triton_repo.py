@@ -190,3 +190,20 @@ def test_server_listens_on_the_host_asked_for(tmp_path):
         assert {c for c in cmd if "-address=" in c} == {f"--{k}-address={host}" for k in ("http", "grpc", "metrics")}
     r = CliRunner().invoke(serve, ["--help"])
     assert "--host" in r.output and "127.0.0.1" in r.output
+
+
+def test_repository_entry_gets_plain_mkdir_permissions(graphs, tmp_path):
+    """The entry folder is made in a temp dir (0700) and renamed: it must end with 0777 minus the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        args = ["--model", str(graphs["fc"]), "-o", str(tmp_path / "repo"), "--flavour", "python"]
+        r = CliRunner().invoke(triton, args)
+        assert r.exit_code == 0, r.output
+    finally:
+        os.umask(old)
+    entry = tmp_path / "repo" / "gmg"
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o755
+    assert stat.S_IMODE((entry / "config.pbtxt").stat().st_mode) == 0o644

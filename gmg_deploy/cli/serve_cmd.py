@@ -61,9 +61,20 @@ def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) ->
         server.stop()
         raise InputError(f"tritonserver exited with status {code}; log: {tail[-300:]}")
     except KeyboardInterrupt:
+        _ignore_signals()  # a second Ctrl-C (or a supervisor's repeated signal) must not cut the shutdown short
         server.stop()
         click.echo("stopped", err=True)
         sys.exit(0 if stop["sig"] == signal.SIGTERM else 130)
+    finally:
+        if server.proc is not None:  # any other way out: never leave the server (and its stubs) running
+            _ignore_signals()
+            server.stop()
+
+
+def _ignore_signals() -> None:
+    """From here on SIGINT/SIGTERM no longer interrupt: the server's process group is being stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

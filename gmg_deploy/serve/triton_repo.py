@@ -6,6 +6,7 @@ nothing behind (``force`` replaces an existing entry only once the new one is co
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, read_metadata
-from gmg_deploy.io import OutputError
+from gmg_deploy.io import OutputError, umask_mode
 from gmg_deploy.serve.triton_config import (TRT_MAX_OPSET, ServeOptions, check_forecast_metadata, check_options,
                                             config_text)
 
@@ -101,6 +102,7 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
         raise OutputError(f"{dest} already exists; pass --force to replace it")
     tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.", dir=root))
     try:
+        os.chmod(tmp, umask_mode("dir"))  # mkdtemp makes 0700; the entry gets what a plain mkdir would
         (tmp / "1").mkdir()
         shutil.copyfile(src, tmp / "1" / fname)
         if platform == "python":
