@@ -13,13 +13,13 @@ The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.cli.common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import check_precision_options, precision_options
 from gmg_deploy.errors import InputError
@@ -96,9 +96,8 @@ class ExportOptions:
 
     @classmethod
     def from_click(cls, options: dict[str, Any]) -> "ExportOptions":
-        names = {f.name for f in fields(cls)} - {"prec"}
-        return cls(**{k: v for k, v in options.items() if k in names},
-                   prec={k: v for k, v in options.items() if k not in names})
+        own = {k: v for k, v in fields_of(cls, options).items() if k != "prec"}
+        return cls(**own, prec={k: v for k, v in options.items() if k not in own})
 
     def check(self) -> None:
         """Option combinations that cannot work, refused before any slow work."""
