@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.graph_passes import prune
+from gmg_deploy.export.graph_passes import copy_nodes, prune
 from gmg_deploy.export.metadata import metadata_from_proto, signature_of
 from gmg_deploy.export.signature import state_in, state_out
 
@@ -30,14 +30,12 @@ def build_forecast(step: onnx.ModelProto, horizon: int) -> onnx.ModelProto:
     fsig = replace(sig, graph="forecast", horizon=int(horizon))
     frame_in, step_out, forecast_out = sig.frame_input, sig.frame_output, fsig.frame_output
     sg = step.graph
-    shared = {t.name for t in sg.initializer}
     states = sig.state_names
     nodes: list[onnx.NodeProto] = []
     inits = list(sg.initializer)
     axis = "fc/axis1"
     inits.append(numpy_helper.from_array(np.array([1], np.int64), axis))
     preds: list[str] = []
-    mapping: dict[str, str] = {}
     for j in range(int(horizon)):
         px = f"f{j}/"
         if j == 0:
@@ -48,23 +46,9 @@ def build_forecast(step: onnx.ModelProto, horizon: int) -> onnx.ModelProto:
             for n in states:
                 mapping[state_in(n)] = state_out(n) if j == 1 else prev + state_out(n)
 
-        def rename(v: str, j: int = j, px: str = px, mapping: dict = mapping) -> str:
-            if not v or v in shared:
-                return v
-            if v in mapping:
-                return mapping[v]
-            return v if j == 0 else px + v
-
-        for node in sg.node:
-            c = onnx.NodeProto()
-            c.CopyFrom(node)
-            if j > 0:
-                c.name = px + (node.name or node.output[0])
-            for k, v in enumerate(c.input):
-                c.input[k] = rename(v)
-            for k, v in enumerate(c.output):
-                c.output[k] = rename(v)
-            nodes.append(c)
+        # copy 0 is the step graph itself (names kept but for step_out); copy j > 0 is prefixed f<j>/
+        keep = j == 0
+        nodes.extend(copy_nodes(sg, lambda v: mapping.get(v, v if keep else px + v), name_prefix="" if keep else px))
         u = px + step_out + "_unsqueezed"
         nodes.append(helper.make_node("Unsqueeze", [px + step_out, axis], [u], name=u))
         preds.append(u)
