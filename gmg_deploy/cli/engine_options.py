@@ -1,5 +1,4 @@
-"""The model-opening options of ``gmg-infer`` (``--engine``, ``--backend``, ``--device``, ...), one object for
-the array and the video paths: checked against the backend they pick, then :meth:`EngineOptions.open`."""
+"""``gmg-infer``'s model-opening options (``--engine``, ``--backend``, ...) as one object for both paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
               help="Sequence batcher strategy.")
 @click.option("--idle-timeout", "idle_timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds after which an idle stream's state is released.")
-@click.option("--threads", "intra_op_threads", type=int, default=1, show_default=True, help="python flavour: ONNX Runtime threads.")
+@click.option("--threads", "intra_op_threads", type=int, default=1, show_default=True,
+              help="python flavour: ONNX Runtime threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing REPO/NAME.")
 @one_line_errors
