@@ -2,8 +2,9 @@
 
 Step graphs are chained: ``state_out.X`` feeds ``state_in.X``, zeros start, the first ``pre`` inputs are
 observed frames and later ones the previous ``next_frame``. Sequence graphs run in one call. Input and
-state dtypes follow the session's declared input types (FP16 I/O works). Used by the accuracy check and
-by calibration (which asks for extra outputs through ``on_step``).
+state dtypes follow the session's declared input types (FP16 I/O works); tensor names and order come from
+the graph's :class:`~gmg_deploy.export.signature.StepSignature`. Used by the accuracy check and by
+calibration (which asks for extra outputs through ``on_step``).
 """
 from __future__ import annotations
 
