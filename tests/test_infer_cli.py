@@ -138,3 +138,22 @@ def test_metadata_mismatch_and_bad_files(tmp_path, onnx_path):
     with pytest.raises(InputError, match="int32; give float frames"):
         np.save(tmp_path / "i.npy", np.zeros((1, 2, 16, 16), np.int32))
         load_frames(tmp_path / "i.npy", (1, 16, 16))
+
+
+def test_infer_options_gather_every_click_option():
+    """gmg-infer's click options land in one InferOptions (engine and video options nested), none dropped."""
+    import dataclasses
+
+    from gmg_deploy.cli.engine_options import EngineOptions
+    from gmg_deploy.cli.infer_cmd import InferOptions
+    from gmg_deploy.cli.infer_video import VideoOptions
+
+    ctx = main.make_context("gmg-infer", ["--engine", "m.onnx", "--input", "a.mp4", "--input", "b.mp4",
+                                          "--batch-size", "2", "--threads", "3", "--horizon", "4", "--quiet"])
+    opts = InferOptions.from_click(ctx.params)
+    assert opts.inputs == ("a.mp4", "b.mp4") and opts.engine.engine == "m.onnx"
+    assert (opts.engine.batch_size, opts.engine.threads, opts.video.horizon, opts.video.quiet) == (2, 3, 4, True)
+    covered = ({f.name for f in dataclasses.fields(InferOptions)} - {"engine", "video", "inputs"}
+               | {f.name for f in dataclasses.fields(EngineOptions)} | {f.name for f in dataclasses.fields(VideoOptions)}
+               | {"input_path"})
+    assert set(ctx.params) == covered

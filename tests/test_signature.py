@@ -168,3 +168,36 @@ def test_signature_is_frozen():
     sig = StepSignature.from_config(cfg)
     with pytest.raises(dataclasses.FrozenInstanceError):
         sig.batch = 3
+
+
+def test_state_name_is_the_inverse_of_state_in_and_state_out():
+    cfg = ModelConfig.from_hparams(fixture_hparams("gmg_tiny"))
+    sig = StepSignature.from_config(cfg)
+    from gmg_deploy.export.signature import state_name
+
+    for t in sig.tensors():
+        assert state_name(t.name) == t.state_name  # None for frame / next_frame
+    assert [state_name(state_in(n)) for n in sig.state_names] == sig.state_names
+    assert state_name("state_out.offset.0") == "offset.0" and state_name("frames") is None
+
+
+def test_modules_that_run_graphs_ask_the_signature():
+    """Rollouts and the forecast builder take their names from the signature and say which graph kinds they
+    run; the Triton config's names are the forecast signature's."""
+    from gmg_deploy.evaluate.rollout import rollout
+    from gmg_deploy.export.forecast_build import build_forecast
+    from gmg_deploy.serve.triton_config import ServeOptions, config_text
+
+    fc = build_proto(_model("gmg_tiny"), graph="forecast", horizon=2)
+    meta = metadata_from_proto(fc)
+    sig = StepSignature.from_metadata(meta)
+    frames = np.zeros((1, 12, 1, 16, 16), np.float32)
+    with pytest.raises(InputError, match="a forecast graph cannot be rolled out here"):
+        rollout(ort.InferenceSession(fc.SerializeToString()), meta, frames)
+    with pytest.raises(InputError, match="chained from a step graph, not a sequence graph"):
+        build_forecast(_graph("gmg_tiny", "sequence", None), 2)
+    text = config_text(meta, ServeOptions(), platform="onnxruntime_onnx", max_batch=4)
+    assert f'input [ {{ name: "{sig.frame_input}" data_type: TYPE_FP32 dims: [ 1, 16, 16 ] }} ]' in text
+    assert f'output [ {{ name: "{sig.frame_output}" data_type: TYPE_FP32 dims: [ 2, 1, 16, 16 ] }} ]' in text
+    for n in sig.state_names:
+        assert f'input_name: "{state_in(n)}" output_name: "{state_out(n)}"' in text

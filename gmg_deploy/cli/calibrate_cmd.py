@@ -13,6 +13,7 @@ model's input units (``.npy`` or ``.npz``).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -71,28 +72,64 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @one_line_errors
-def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output, method, max_sequences, batch_size,
-         batch_mode, keep_float, warp_gate, force, as_json):
+def main(**options: Any) -> None:
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
-    from gmg_deploy.export.metadata import warp_gate_of
+    _run(CalibrateOptions(**options))
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    """What ``gmg-calibrate`` was asked to do (its click options)."""
+
+    ckpt: str | None
+    trust_checkpoint: bool
+    config_file: str | None
+    in_shape: str | None
+    onnx_path: str | None
+    data: str
+    output: str
+    method: str
+    max_sequences: int | None
+    batch_size: int
+    batch_mode: str
+    keep_float: str
+    warp_gate: str
+    force: bool
+    as_json: bool
+
+    def keep_list(self) -> str | list[str]:
+        """``--keep-float``: ``"default"``, ``"none"`` or the node names."""
+        if self.keep_float in ("default", "none"):
+            return self.keep_float
+        return [k.strip() for k in self.keep_float.split(",") if k.strip()]
+
+
+def _run(opts: CalibrateOptions) -> None:
     from gmg_deploy.precision import calibrate
 
-    out = check_output_path(output, force=force)
-    frames = load_sequences(data, max_sequences, batch_size)
-    proto = load_fp32_step_graph(ckpt, onnx_path, batch_mode, warp_gate, trust_checkpoint=trust_checkpoint,
-                                 config_file=config_file, in_shape=parse_in_shape(in_shape))
-    say = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
-    keep = keep_float if keep_float in ("default", "none") else [k.strip() for k in keep_float.split(",") if k.strip()]
+    out = check_output_path(opts.output, force=opts.force)
+    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
+    proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.warp_gate,
+                                 trust_checkpoint=opts.trust_checkpoint, config_file=opts.config_file,
+                                 in_shape=parse_in_shape(opts.in_shape))
+    say = (lambda s: None) if opts.as_json else (lambda s: click.echo(s, err=True))
+    keep = opts.keep_list()
     if isinstance(keep, list):
         unknown = sorted(set(keep) - {n.name for n in proto.graph.node})
         if unknown:
             raise InputError(f"--keep-float names {unknown[0]!r}, which is not a node of the step graph")
-    doc = calibrate(proto, np.asarray(frames), method=method, batch_size=batch_size, keep_float=keep, output=out,
-                    progress=say)
+    doc = calibrate(proto, np.asarray(frames), method=opts.method, batch_size=opts.batch_size, keep_float=keep,
+                    output=out, progress=say)
+    _report(opts, out, doc)
+
+
+def _report(opts: CalibrateOptions, out: Any, doc: dict[str, Any]) -> None:
+    from gmg_deploy.export.metadata import warp_gate_of
+
     states = {k: v for k, v in doc["tensors"].items() if v["kind"] == "state"}
     summary = {
         "output": str(out),
-        "method": method,
+        "method": opts.method,
         "sequences": doc["sequences"],
         "steps_per_sequence": doc["steps_per_sequence"],
         "tensors": len(doc["tensors"]),
@@ -101,13 +138,13 @@ def main(ckpt, trust_checkpoint, config_file, in_shape, onnx_path, data, output,
         "warp_gate": warp_gate_of(doc["metadata"]),
         "keep_float": doc["keep_float"],
     }
-    if as_json:
+    if opts.as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(f"wrote {out}: {summary['tensors']} tensors ({summary['state_tensors']} state inputs) over "
-                   f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {method}; "
+                   f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {opts.method}; "
                    f"{len(doc['keep_float'])} node(s) kept float; warp gate {summary['warp_gate']}")
-        note = auto_gate_note(warp_gate, summary["warp_gate"]) if ckpt is not None else None
+        note = auto_gate_note(opts.warp_gate, summary["warp_gate"]) if opts.ckpt is not None else None
         if note:
             click.echo(note)
 

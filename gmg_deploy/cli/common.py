@@ -1,9 +1,10 @@
 """Shared CLI plumbing for every gmg-* command: one-line errors, exit code 2."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import click
 
@@ -68,6 +69,12 @@ class OneLineCommand(click.Command):
         except (click.Abort, KeyboardInterrupt):
             _interrupted()
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def fields_of(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a command's click ``options`` that are fields of the options dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names}
 
 
 def parse_in_shape(value: str | None) -> list[int] | None:

@@ -10,6 +10,8 @@ Exit status 1 when ``--check`` is given and a limit is exceeded.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -29,23 +31,43 @@ from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, on
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @ort_options(default_threads=1)
 @one_line_errors
-def main(reference, candidate, data, max_sequences, batch_size, no_emulate, check, as_json, threads, no_spin):
+def main(**options: Any) -> None:
     """Compare graph CANDIDATE against graph REFERENCE per forecast step."""
+    _run(CompareOptions(**options))
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """What ``gmg-compare`` was asked to do (its click arguments and options)."""
+
+    reference: str
+    candidate: str
+    data: str
+    max_sequences: int | None
+    batch_size: int
+    no_emulate: bool
+    check: bool
+    as_json: bool
+    threads: int | None
+    no_spin: bool
+
+
+def _run(opts: CompareOptions) -> None:
     from gmg_deploy.evaluate.accuracy import compare_graphs
     from gmg_deploy.precision.fp16 import emulate_fp16
 
-    frames = load_sequences(data, max_sequences, batch_size)
+    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     protos = []
-    for p in (reference, candidate):
+    for p in (opts.reference, opts.candidate):
         proto, meta = load_graph(p)
-        if meta.get("precision") == "fp16" and not no_emulate:
+        if meta.get("precision") == "fp16" and not opts.no_emulate:
             proto = emulate_fp16(proto)
         protos.append(proto)
-    cmp = compare_graphs(protos[0], protos[1], frames, batch_size=batch_size, names=(reference, candidate),
-                         threads=threads, spin=not no_spin)
-    cmp.extra["fp16_evaluation"] = "as-is" if no_emulate else "emulated (FP16 storage between ops)"
-    click.echo(cmp.to_json() if as_json else cmp.table())
-    if check and cmp.passed is False:
+    cmp = compare_graphs(protos[0], protos[1], frames, batch_size=opts.batch_size,
+                         names=(opts.reference, opts.candidate), threads=opts.threads, spin=not opts.no_spin)
+    cmp.extra["fp16_evaluation"] = "as-is" if opts.no_emulate else "emulated (FP16 storage between ops)"
+    click.echo(cmp.to_json() if opts.as_json else cmp.table())
+    if opts.check and cmp.passed is False:
         sys.exit(1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,17 @@ from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 
 def _say(msg: str) -> None:
     click.echo(msg, err=True)
+
+
+@dataclass
+class _DemoRun:
+    """What every phase of a demo run shares: the output folder, the files written and the timings so far
+    (both end up in the summary), and where progress lines go."""
+
+    out_dir: Path
+    say: Callable[[str], None]
+    files: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_demo(
@@ -36,61 +48,57 @@ def run_demo(
     from gmg_deploy.data.demo import demo_dataset
 
     t_start = time.perf_counter()
-    model, ckpt = _load_model(out_dir, ckpt, say)
+    run = _DemoRun(out_dir, say)
+    model, ckpt = _load_model(run, ckpt)
     cfg = model.config
     pre, aft = cfg.pre_seq_length, cfg.aft_seq_length
-    files: dict[str, str] = {}
-    timings: dict[str, float] = {}
-    step_path, seq_path = _export_graphs(model, out_dir, files, timings, say)
+    step_path, seq_path = _export_graphs(run, model)
     data = demo_dataset("test", n=sequences)
     observed, truth = data[:, :pre], data[:, pre : pre + aft]
-    preds, seq_diff = _stream(step_path, seq_path, data, timings, say)
-    summary = _quality_summary(ckpt, cfg, preds, observed, truth, seq_diff, timings, files)
+    preds, seq_diff = _stream(run, step_path, seq_path, data)
+    summary = _quality_summary(run, ckpt, cfg, preds, observed, seq_diff, truth)
     if precision:
-        summary["precision"] = _precision_checks(model, step_path, out_dir, data, preds, truth,
-                                                 calib_sequences, files, say)
-    _write_outputs(out_dir, summary, preds, observed, truth, t_start, say)
+        summary["precision"] = _precision_checks(run, step_path, data, preds, truth, calib_sequences)
+    _write_outputs(run, summary, preds, observed, truth, t_start)
     return summary
 
 
-def _load_model(out_dir: Path, ckpt: Path | None, say: Callable[[str], None]) -> tuple[Any, Path]:
+def _load_model(run: _DemoRun, ckpt: Path | None) -> tuple[Any, Path]:
     """Phase 1: the output folder exists and the (demo) checkpoint is loaded."""
     from gmg_deploy import load_checkpoint
     from gmg_deploy.data.demo import demo_checkpoint_path
     from gmg_deploy.io import OutputError
 
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"cannot create output folder {out_dir}: {e.strerror or e}; pick another --out") from None
+        raise OutputError(f"cannot create output folder {run.out_dir}: {e.strerror or e}; pick another --out") from None
     ckpt = Path(ckpt) if ckpt is not None else demo_checkpoint_path()
     model = load_checkpoint(ckpt)
     cfg = model.config
-    say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {cfg.pre_seq_length} -> "
-        f"{cfg.aft_seq_length} frames, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
+    run.say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {cfg.pre_seq_length} -> "
+            f"{cfg.aft_seq_length} frames, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)")
     return model, ckpt
 
 
-def _export_graphs(model: Any, out_dir: Path, files: dict[str, str], timings: dict[str, float],
-                   say: Callable[[str], None]) -> tuple[Path, Path]:
+def _export_graphs(run: _DemoRun, model: Any) -> tuple[Path, Path]:
     """Phase 2: the FP32 step and sequence graphs."""
     from gmg_deploy.export import export_model
 
     cfg = model.config
-    step_path, seq_path = out_dir / "demo_step.onnx", out_dir / "demo_sequence.onnx"
+    step_path, seq_path = run.out_dir / "demo_step.onnx", run.out_dir / "demo_sequence.onnx"
     res = export_model(model, step_path, graph="step", force=True)
-    timings["export_step_s"] = res.seconds
+    run.timings["export_step_s"] = res.seconds
     res_seq = export_model(model, seq_path, graph="sequence", force=True)
-    timings["export_sequence_s"] = res_seq.seconds
-    files.update(step_onnx=str(step_path), sequence_onnx=str(seq_path))
-    say(f"[2/5] exported step graph ({res.node_count} nodes, {res.seconds:.1f} s) and "
-        f"{cfg.pre_seq_length + cfg.aft_seq_length - 1}-step sequence graph ({res_seq.node_count} nodes, "
-        f"{res_seq.seconds:.1f} s)")
+    run.timings["export_sequence_s"] = res_seq.seconds
+    run.files.update(step_onnx=str(step_path), sequence_onnx=str(seq_path))
+    run.say(f"[2/5] exported step graph ({res.node_count} nodes, {res.seconds:.1f} s) and "
+            f"{cfg.pre_seq_length + cfg.aft_seq_length - 1}-step sequence graph ({res_seq.node_count} nodes, "
+            f"{res_seq.seconds:.1f} s)")
     return step_path, seq_path
 
 
-def _stream(step_path: Path, seq_path: Path, data: np.ndarray, timings: dict[str, float],
-            say: Callable[[str], None]) -> tuple[np.ndarray, float]:
+def _stream(run: _DemoRun, step_path: Path, seq_path: Path, data: np.ndarray) -> tuple[np.ndarray, float]:
     """Phase 3: stream the held-out sequences through the step graph (Forecaster, ONNX Runtime) and check the
     sequence graph against it; -> (predictions, max |sequence - stream|)."""
     import onnxruntime as ort
@@ -98,24 +106,25 @@ def _stream(step_path: Path, seq_path: Path, data: np.ndarray, timings: dict[str
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export import read_metadata
+    from gmg_deploy.export.metadata import signature_of
     from gmg_deploy.runtime import Forecaster
 
-    meta = read_metadata(step_path)
-    pre, aft = int(meta["config"]["pre_seq_length"]), int(meta["config"]["aft_seq_length"])
+    sig = signature_of(read_metadata(step_path))
+    pre, aft = sig.pre, sig.aft
     t0 = time.perf_counter()
     with Forecaster.open(step_path, backend="onnxruntime", batch_size=data.shape[0]) as fc:
         fc.observe(data[:, :pre])
         preds = np.asarray(fc.forecast(aft), dtype=np.float32)
-    timings["stream_s"] = time.perf_counter() - t0
+    run.timings["stream_s"] = time.perf_counter() - t0
     seq_preds = rollout(make_session(seq_path, 2), read_metadata(seq_path), data)
     seq_diff = float(np.abs(seq_preds - preds).max())
-    say(f"[3/5] streamed {data.shape[0]} held-out sequences through the step graph (ONNX Runtime "
-        f"{ort.__version__}, {timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
+    run.say(f"[3/5] streamed {data.shape[0]} held-out sequences through the step graph (ONNX Runtime "
+            f"{ort.__version__}, {run.timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
     return preds, seq_diff
 
 
-def _quality_summary(ckpt: Path, cfg: Any, preds: np.ndarray, observed: np.ndarray, truth: np.ndarray,
-                     seq_diff: float, timings: dict[str, float], files: dict[str, str]) -> dict[str, Any]:
+def _quality_summary(run: _DemoRun, ckpt: Path, cfg: Any, preds: np.ndarray, observed: np.ndarray,
+                     seq_diff: float, truth: np.ndarray) -> dict[str, Any]:
     """Phase 4: forecast quality of the model and of the copy-last baseline (the summary's core)."""
     from gmg_deploy.evaluate.metrics import copy_last_baseline, per_step_report
 
@@ -130,18 +139,18 @@ def _quality_summary(ckpt: Path, cfg: Any, preds: np.ndarray, observed: np.ndarr
         "mse_ratio_vs_copy_last": model_q["mse"] / base_q["mse"],
         "sequence_vs_stream_max_abs": seq_diff,
         "precision": {},
-        "timings": timings,
-        "files": files,
+        "timings": run.timings,
+        "files": run.files,
     }
 
 
-def _write_outputs(out_dir: Path, summary: dict[str, Any], preds: np.ndarray, observed: np.ndarray,
-                   truth: np.ndarray, t_start: float, say: Callable[[str], None]) -> None:
+def _write_outputs(run: _DemoRun, summary: dict[str, Any], preds: np.ndarray, observed: np.ndarray,
+                   truth: np.ndarray, t_start: float) -> None:
     """Phase 5: predictions, GIF, metrics table and summary, each written atomically."""
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
     from gmg_deploy.io import atomic_write_text, atomic_write_with
 
-    files, timings = summary["files"], summary["timings"]
+    files, timings, out_dir = run.files, run.timings, run.out_dir
 
     def save_preds(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -158,10 +167,11 @@ def _write_outputs(out_dir: Path, summary: dict[str, Any], preds: np.ndarray, ob
     timings["total_s"] = time.perf_counter() - t_start
     files["summary"] = str(out_dir / "summary.json")
     atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    say(f"[5/5] wrote predictions, metrics, GIF ({n_frames} frames, {size[0]}x{size[1]} px)")
+    run.say(f"[5/5] wrote predictions, metrics, GIF ({n_frames} frames, {size[0]}x{size[1]} px)")
 
 
-def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_sequences, files, say):
+def _precision_checks(run: _DemoRun, step_path: Path, data: np.ndarray, preds: np.ndarray, truth: np.ndarray,
+                      calib_sequences: int) -> dict[str, Any]:
     """FP16 and INT8 step graphs of the demo model, compared per step with the FP32 stream."""
     import onnx
 
@@ -175,6 +185,7 @@ def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_seque
     from gmg_deploy.precision.qdq import quantize_graph
     from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 
+    out_dir, files = run.out_dir, run.files
     fp32 = onnx.load(str(step_path))
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -194,10 +205,10 @@ def _precision_checks(model, step_path, out_dir, data, preds, truth, calib_seque
         worst = float(max(cmp["ssim_drop"]))
         out[name] = {**cmp, "worst_ssim_drop": worst, "limit": SSIM_LIMITS[name],
                      "passed": worst <= SSIM_LIMITS[name]}
-    say(f"[4/5] precision: FP16 worst per-step SSIM drop {out['fp16']['worst_ssim_drop']:.1e} "
-        f"(limit {SSIM_LIMITS['fp16']}), INT8 {out['int8']['worst_ssim_drop']:.1e} "
-        f"(limit {SSIM_LIMITS['int8']}; calibrated on {len(calib)} training rollouts), "
-        f"{time.perf_counter() - t0:.1f} s")
+    run.say(f"[4/5] precision: FP16 worst per-step SSIM drop {out['fp16']['worst_ssim_drop']:.1e} "
+            f"(limit {SSIM_LIMITS['fp16']}), INT8 {out['int8']['worst_ssim_drop']:.1e} "
+            f"(limit {SSIM_LIMITS['int8']}; calibrated on {len(calib)} training rollouts), "
+            f"{time.perf_counter() - t0:.1f} s")
     return out
 
 

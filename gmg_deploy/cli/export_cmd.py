@@ -13,16 +13,17 @@ The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
 
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.cli.common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import check_precision_options, precision_options
 from gmg_deploy.errors import InputError
+from gmg_deploy.export.signature import GRAPH_KINDS
 
 
 def _human(n: int) -> str:
@@ -41,7 +42,7 @@ def _human(n: int) -> str:
 @click.option("--arch", type=click.Choice(["gmg", "motionrnn"], case_sensitive=False), default=None,
               help="Architecture, when the checkpoint/config does not say.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--graph", type=click.Choice(["step", "sequence", "forecast"]), default="step", show_default=True,
+@click.option("--graph", type=click.Choice(GRAPH_KINDS), default="step", show_default=True,
               help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled; "
                    "forecast: observe one frame and forecast --horizon frames in one call (for Triton).")
 @click.option("--horizon", type=int, default=None, help="Forecast graph: frames forecast per call [aft].")
@@ -95,9 +96,8 @@ class ExportOptions:
 
     @classmethod
     def from_click(cls, options: dict[str, Any]) -> "ExportOptions":
-        names = {f.name for f in fields(cls)} - {"prec"}
-        return cls(**{k: v for k, v in options.items() if k in names},
-                   prec={k: v for k, v in options.items() if k not in names})
+        own = {k: v for k, v in fields_of(cls, options).items() if k != "prec"}
+        return cls(**own, prec={k: v for k, v in options.items() if k not in own})
 
     def check(self) -> None:
         """Option combinations that cannot work, refused before any slow work."""

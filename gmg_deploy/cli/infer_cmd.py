@@ -4,17 +4,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import click
 import numpy as np
 
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.model_options import warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.checks import check_finite_frames
-from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
+from gmg_deploy.cli.engine_options import EngineOptions
+from gmg_deploy.cli.infer_video import VideoOptions, check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
 from gmg_deploy.video.kinds import is_video_input
@@ -32,20 +34,6 @@ def _parse_thresholds(text: str | None) -> list[float]:
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
-
-
-def _open_clamped(engine: str, streams: int | None, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
-    """Open the engine with no more slots than the input has streams (unless the engine's batch is fixed)."""
-    from gmg_deploy.errors import GMGError
-    from gmg_deploy.runtime.forecaster import Forecaster
-
-    slots = batch_size if streams is None or streams < 1 else min(batch_size, streams)
-    try:
-        return Forecaster.open(engine, backend=kind, device=dev, batch_size=slots, **kwargs)
-    except GMGError:
-        if slots == batch_size:
-            raise
-        return Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
 
 
 def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
@@ -108,9 +96,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @ort_options(default_threads=None)
 @video_options
 @one_line_errors
-def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-         config_file, trust_checkpoint, warp_gate, clip, as_json, force, threads=None, no_spin=False,
-         **video) -> None:
+def main(**options: Any) -> None:
     """Forecast sequences with the streaming runtime and optionally score them.
 
     For each sequence: reset, observe the first PRE frames one step at a time, forecast AFT frames
@@ -120,18 +106,14 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
 
     Video sources: a forecast K frames ahead at every frame; see "Forecast a video" in the README.
     """
-    if any(is_video_input(i) for i in input_path):
-        if clip:
+    opts = InferOptions.from_click(options)
+    if any(is_video_input(i) for i in opts.inputs):
+        if opts.clip:
             raise InputError("--clip applies to array inputs; video panels are always shown clipped to [0, 1]")
-        sys.exit(video_main(engine, input_path, pre, aft, out, gif, metrics, batch_size, backend, device,
-                            config_file, trust_checkpoint, as_json, force, video,
-                            engine_options={"warp_gate": warp_gate, "threads": threads, "no_spin": no_spin}))
-    check_array_call(input_path, out, video)
-    input_path = input_path[0]
-    summary = _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend,
-                    device, config_file, trust_checkpoint, force, warp_gate, clip=clip, threads=threads,
-                    no_spin=no_spin)
-    if as_json:
+        sys.exit(video_main(opts))
+    check_array_call(opts.inputs, opts.out, opts.video)
+    summary = _run_arrays(opts)
+    if opts.as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return
     click.echo(f"{summary['sequences']} sequence(s), pre={summary['pre']} aft={summary['aft']} with "
@@ -148,43 +130,43 @@ def main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_
         click.echo(f"{k:>10s}: {v:.6g}")
 
 
-def open_forecaster(engine: str, backend: str, device: str | None, batch_size: int, config_file: str | None,
-                    trust_checkpoint: bool, *, warp_gate: str = "auto", threads: int | None = None,
-                    no_spin: bool = False, streams: int | None = None) -> Any:
-    """The :class:`Forecaster` for the command's engine options (no more slots than ``streams``, when known)."""
-    from gmg_deploy.runtime.forecaster import pick_backend
+@dataclass(frozen=True)
+class InferOptions:
+    """What ``gmg-infer`` was asked to do: ``engine`` opens the model, ``video`` holds the video-only options."""
 
-    kind = pick_backend(engine, backend)
-    dev = device or ("cuda" if kind == "tensorrt" else "cpu")
-    kwargs: dict[str, Any] = {}
-    if kind == "torch":
-        kwargs = {"trust_checkpoint": trust_checkpoint, "warp_gate": warp_gate}
-        if config_file:
-            kwargs["config_file"] = config_file
-    elif config_file or trust_checkpoint or warp_gate != "auto":
-        raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
-                         "an exported graph or engine carries its warp-gate layout")
-    if kind == "onnxruntime":
-        kwargs = {"threads": threads, "spin": not no_spin}
-    elif threads is not None or no_spin:
-        raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
-    return _open_clamped(engine, streams, batch_size, kind, dev, kwargs)
+    engine: EngineOptions
+    inputs: tuple[str, ...]
+    pre: int | None
+    aft: int | None
+    out: str | None
+    gif: str | None
+    metrics: bool
+    csi_thresholds: str
+    clip: bool
+    as_json: bool
+    force: bool
+    video: VideoOptions
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
+        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
+        return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
+                   inputs=tuple(options["input_path"]), **own)
 
 
-def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch_size, backend, device,
-          config_file, trust_checkpoint, force, warp_gate="auto", clip: bool = False, threads=None,
-          no_spin=False) -> dict[str, Any]:
+def _run_arrays(opts: InferOptions) -> dict[str, Any]:
+    """The array path: forecast the sequences of the one ``--input``, save them, score them -> the summary."""
     from gmg_deploy.evaluate.metrics import all_metrics
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
     from gmg_deploy.runtime.inputs import count_sequences, load_frames
 
-    thresholds = _parse_thresholds(csi_thresholds) if metrics else []
-    out_path = check_output_path(out, force=force)
-    gif_path = check_output_path(gif, force=force) if gif else None
+    input_path, engine, pre, aft, clip = opts.inputs[0], opts.engine.engine, opts.pre, opts.aft, opts.clip
+    thresholds = _parse_thresholds(opts.csi_thresholds) if opts.metrics else []
+    out_path = check_output_path(opts.out, force=opts.force)
+    gif_path = check_output_path(opts.gif, force=opts.force) if opts.gif else None
     if gif_path is not None and gif_path.resolve() == out_path.resolve():
         raise InputError("--gif and --out name the same file; give two paths")
-    fc = open_forecaster(engine, backend, device, batch_size, config_file, trust_checkpoint, warp_gate=warp_gate,
-                         threads=threads, no_spin=no_spin, streams=count_sequences(input_path))
+    fc = opts.engine.open(streams=count_sequences(input_path))
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre
@@ -193,7 +175,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
     if T < pre:
         raise InputError(f"input has {T} frames per sequence, fewer than --pre {pre}")
     has_truth = T >= pre + aft
-    if metrics and not has_truth:
+    if opts.metrics and not has_truth:
         raise InputError(f"--metrics needs ground truth: input has T={T} frames, pre+aft={pre + aft}; "
                          "give longer sequences or drop --metrics")
     t0 = time.perf_counter()
@@ -211,7 +193,7 @@ def _main(engine, input_path, pre, aft, out, gif, metrics, csi_thresholds, batch
         "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),
         "range": [float(preds.min()), float(preds.max())],
     }
-    if metrics:
+    if opts.metrics:
         summary["metrics"] = all_metrics(preds, truth, thresholds)
     _save_npy(out_path, preds)
     if gif_path is not None:

@@ -3,14 +3,36 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 import numpy as np
 
+from gmg_deploy.cli.common import fields_of
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_path, check_output_path
+
+if TYPE_CHECKING:
+    from gmg_deploy.cli.infer_cmd import InferOptions
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """The video-only options of ``gmg-infer`` (see :func:`video_options`)."""
+
+    horizon: int | None = None
+    video_out: str | None = None
+    fit: str = "crop"
+    denormalize: bool = False
+    realtime: bool | None = None
+    connect_timeout: float = 10.0
+    quiet: bool = False
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "VideoOptions":
+        return cls(**fields_of(cls, options))
 
 
 def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
@@ -48,9 +70,8 @@ def _write_gif(path: Path, pre_n: int, res: Any, pre: Any) -> tuple[int, tuple[i
     return write_strip_gif(path, pre.to_unit(obs[max(0, t0 - pre_n + 1) : t0 + 1]), pre.to_unit(preds[t0]), truth)
 
 
-def run_video(fc_open: Any, inputs: list[str], *, horizon: int | None, out: str | None, gif: str | None,
-              video_out: str | None, fit: str, denormalize: bool, realtime: bool | None, connect_timeout: float,
-              batch_size: int | None, quiet: bool, as_json: bool, force: bool) -> int:
+def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
+              batch_size: int | None, as_json: bool, force: bool) -> int:
     """Run the video path; returns the exit status (0, 2 when a source failed mid-stream, 130 on Ctrl-C).
 
     ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options).
@@ -58,6 +79,9 @@ def run_video(fc_open: Any, inputs: list[str], *, horizon: int | None, out: str 
     from gmg_deploy.video.preprocess import Preprocessor
     from gmg_deploy.video.stream import open_sources, run_streams
     from gmg_deploy.video.writer import check_video_out
+
+    horizon, video_out, fit, quiet = video.horizon, video.video_out, video.fit, video.quiet
+    connect_timeout = video.connect_timeout
 
     if connect_timeout <= 0:
         raise InputError(f"--connect-timeout {connect_timeout:g} must be > 0 seconds")
@@ -75,7 +99,7 @@ def run_video(fc_open: Any, inputs: list[str], *, horizon: int | None, out: str 
     pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
     sources = open_sources(inputs, connect_timeout)
     note = (lambda s: click.echo(s, err=True))
-    rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=realtime, video_out=video_out,
+    rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
                       keep_preds=bool(out or gif), keep_observed=bool(gif), progress=_progress_printer(quiet),
                       note=note, read_timeout=connect_timeout)
     fc.close()
@@ -86,7 +110,7 @@ def run_video(fc_open: Any, inputs: list[str], *, horizon: int | None, out: str 
     if out and rep.frames:
         C, H, W = fc.frame_shape
         arrays = [np.stack(s.preds) if s.preds else np.zeros((0, K, C, H, W), np.float32) for s in rep.streams]
-        if denormalize:
+        if video.denormalize:
             arrays = [pre.to_unit(a) for a in arrays]
         _save_preds(Path(out), arrays)
         summary["out"] = out
@@ -146,7 +170,7 @@ _VIDEO_ONLY = {"horizon": "--horizon", "video_out": "--video-out", "denormalize"
                "realtime": "--realtime"}
 
 
-def check_array_call(inputs: tuple[str, ...], out: str | None, video: dict[str, Any]) -> None:
+def check_array_call(inputs: tuple[str, ...], out: str | None, video: VideoOptions) -> None:
     """Array/PNG input: one --input, --out given, no video-only options."""
     if len(inputs) != 1:
         raise InputError(f"--input given {len(inputs)} times; several inputs are for video sources only "
@@ -154,37 +178,30 @@ def check_array_call(inputs: tuple[str, ...], out: str | None, video: dict[str, 
     if out is None:
         raise InputError("--out PREDS.npy is required for array or PNG input")
     for key, flag in _VIDEO_ONLY.items():
-        if video.get(key) not in (None, False):
+        if getattr(video, key) not in (None, False):
             raise InputError(f"{flag} applies to video inputs (.mp4, URL, camera); {inputs[0]} is not one")
 
 
-def video_main(engine: str, inputs: tuple[str, ...], pre: int | None, aft: int | None, out: str | None,
-               gif: str | None, metrics: bool, batch_size: int, backend: str, device: str | None,
-               config_file: str | None, trust_checkpoint: bool, as_json: bool, force: bool,
-               video: dict[str, Any], engine_options: dict[str, Any] | None = None) -> int:
+def video_main(opts: "InferOptions") -> int:
     """``gmg-infer`` with video inputs -> exit status."""
-    from gmg_deploy.cli.infer_cmd import open_forecaster
     from gmg_deploy.video.kinds import is_video_input
 
+    inputs, video, batch_size = opts.inputs, opts.video, opts.engine.batch_size
     bad = [i for i in inputs if not is_video_input(i)]
     if bad:
         raise InputError(f"--input {bad[0]} is not a video source; video and array inputs cannot be mixed")
-    if pre is not None or aft is not None:
+    if opts.pre is not None or opts.aft is not None:
         raise InputError("--pre/--aft apply to array inputs; for video use --horizon K")
-    if metrics:
+    if opts.metrics:
         raise InputError("--metrics applies to array inputs; video output shows the true frame t+K in the panel")
-    if video["horizon"] is not None and video["horizon"] < 1:
-        raise InputError(f"--horizon {video['horizon']} must be >= 1")
+    if video.horizon is not None and video.horizon < 1:
+        raise InputError(f"--horizon {video.horizon} must be >= 1")
     if batch_size != 1 and batch_size > len(inputs):
         raise InputError(f"--batch-size {batch_size} is more than the {len(inputs)} video input(s)")
     slots = len(inputs) if batch_size == 1 else batch_size
     try:
-        return run_video(lambda b: open_forecaster(engine, backend, device, b, config_file, trust_checkpoint,
-                                                   **(engine_options or {})),
-                         list(inputs), horizon=video["horizon"], out=out, gif=gif, video_out=video["video_out"],
-                         fit=video["fit"], denormalize=video["denormalize"], realtime=video["realtime"],
-                         connect_timeout=video["connect_timeout"], batch_size=slots, quiet=video["quiet"],
-                         as_json=as_json, force=force)
+        return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
+                         as_json=opts.as_json, force=opts.force)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         return 130

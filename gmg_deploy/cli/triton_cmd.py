@@ -12,10 +12,15 @@ Writes ``REPO/NAME/config.pbtxt`` and ``REPO/NAME/1/model.onnx|model.plan`` (+ `
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
-from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
+
+if TYPE_CHECKING:
+    from gmg_deploy.serve.triton_config import ServeOptions
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,30 +38,45 @@ from gmg_deploy.cli.common import OneLineCommand, one_line_errors
               help="oldest strategy: max_candidate_sequences (streams batched together per instance).")
 @click.option("--strategy", type=click.Choice(["oldest", "direct"]), default="oldest", show_default=True,
               help="Sequence batcher strategy.")
-@click.option("--idle-timeout", type=float, default=60.0, show_default=True,
+@click.option("--idle-timeout", "idle_timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds after which an idle stream's state is released.")
-@click.option("--threads", type=int, default=1, show_default=True, help="python flavour: ONNX Runtime threads.")
+@click.option("--threads", "intra_op_threads", type=int, default=1, show_default=True,
+              help="python flavour: ONNX Runtime threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing REPO/NAME.")
 @one_line_errors
-def main(model, repo, name, flavour, max_batch, instances, max_streams, strategy, idle_timeout, threads, as_json,
-         force) -> None:
+def main(**options: Any) -> None:
     """Write a Triton model repository entry serving MODEL with per-stream state kept in the server."""
     from gmg_deploy.errors import InputError
-    from gmg_deploy.serve.triton_config import ServeOptions
     from gmg_deploy.serve.triton_repo import write_model_repository
 
-    if threads < 1:
-        raise InputError(f"--threads={threads} must be >= 1")
-    opts = ServeOptions(name=name, flavour=flavour, max_batch=max_batch, instances=instances,
-                        max_streams=max_streams, strategy=strategy, idle_timeout_s=idle_timeout,
-                        intra_op_threads=threads)
-    entry = write_model_repository(model, repo, opts, force=force)
-    if as_json:
+    opts = TritonOptions.from_click(options)
+    if opts.serve.intra_op_threads < 1:
+        raise InputError(f"--threads={opts.serve.intra_op_threads} must be >= 1")
+    entry = write_model_repository(opts.model, opts.repo, opts.serve, force=opts.force)
+    if opts.as_json:
         click.echo(json.dumps(entry.to_dict(), sort_keys=True))
         return
     click.echo(f"wrote {entry.path} ({entry.platform}, max_batch_size {entry.max_batch}, horizon {entry.horizon}, "
-               f"{entry.states} state tensors); serve it with: gmg-serve {repo}")
+               f"{entry.states} state tensors); serve it with: gmg-serve {opts.repo}")
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    """What ``gmg-triton`` was asked to do: the files, and ``serve`` (the repository entry's settings)."""
+
+    model: str
+    repo: str
+    as_json: bool
+    force: bool
+    serve: "ServeOptions"
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "TritonOptions":
+        from gmg_deploy.serve.triton_config import ServeOptions
+
+        own = {k: v for k, v in fields_of(cls, options).items() if k != "serve"}
+        return cls(serve=ServeOptions(**fields_of(ServeOptions, options)), **own)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 
 Step graphs are chained: ``state_out.X`` feeds ``state_in.X``, zeros start, the first ``pre`` inputs are
 observed frames and later ones the previous ``next_frame``. Sequence graphs run in one call. Input and
-state dtypes follow the session's declared input types (FP16 I/O works). Used by the accuracy check and
-by calibration (which asks for extra outputs through ``on_step``).
+state dtypes follow the session's declared input types (FP16 I/O works); tensor names and order come from
+the graph's :class:`~gmg_deploy.export.signature.StepSignature`. Used by the accuracy check and by
+calibration (which asks for extra outputs through ``on_step``).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from gmg_deploy.checks import check_finite_frames, check_frames, check_not_8bit_floats, check_numpy_file
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, metadata_from_proto
+from gmg_deploy.export.metadata import metadata_from_proto, signature_of
+from gmg_deploy.export.signature import StepSignature, state_in, state_out
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
@@ -43,13 +45,14 @@ def rollout(
     For step graphs, ``extra_outputs`` are fetched at every step and ``on_step(t, tensors)`` receives them
     together with every graph input of that step (``frame`` and ``state_in.*``). ``batch_size`` splits N.
     """
-    cfg = meta["config"]
-    pre = int(cfg["pre_seq_length"])
-    aft = int(cfg["aft_seq_length"]) if aft is None else int(aft)
+    sig = signature_of(meta)
+    if sig.graph not in ("step", "sequence"):
+        raise InputError(f"a {sig.graph} graph cannot be rolled out here; use its step graph (gmg-export --graph step)")
+    aft = sig.aft if aft is None else int(aft)
     frames = sequence_frames(frames, meta)
     if batch_size is not None and batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be >= 1")
-    fixed = meta.get("batch")
+    fixed = sig.batch
     bs = int(fixed) if fixed else (batch_size or frames.shape[0])
     outs = []
     for s in range(0, frames.shape[0], bs):
@@ -57,32 +60,33 @@ def rollout(
         n = chunk.shape[0]
         if fixed and n < bs:  # pad a short last chunk for a fixed-batch graph
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, axis=0)])
-        outs.append(_rollout_chunk(session, meta, chunk, pre, aft, extra_outputs or [], on_step)[:n])
+        outs.append(_rollout_chunk(session, sig, chunk, aft, extra_outputs or [], on_step)[:n])
     return np.concatenate(outs)
 
 
-def _rollout_chunk(session, meta, frames, pre, aft, extra, on_step) -> np.ndarray:
+def _rollout_chunk(session: Any, sig: StepSignature, frames: np.ndarray, aft: int, extra: list[str],
+                   on_step: Callable[[int, dict[str, np.ndarray]], None] | None) -> np.ndarray:
     in_types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
-    if meta["graph"] == "sequence":
-        (preds,) = session.run(["preds"], {"frames": frames[:, :pre].astype(in_types["frames"])})
+    pre = sig.pre
+    if sig.graph == "sequence":
+        (preds,) = session.run([sig.frame_output],
+                               {sig.frame_input: frames[:, :pre].astype(in_types[sig.frame_input])})
         return preds.astype(np.float32)[:, :aft]
     B = frames.shape[0]
-    state = {}
-    for st in meta["state"]:
-        name = STATE_IN + st["name"]
-        shape = [B] + list(st["shape"][1:])
-        state[name] = np.zeros(shape, dtype=in_types[name])
-    out_names = ["next_frame"] + [STATE_OUT + st["name"] for st in meta["state"]] + list(extra)
+    state_ins = [t for t in sig.inputs(B) if t.role == "state"]
+    state = {t.name: np.zeros(t.shape, dtype=in_types[t.name]) for t in state_ins}
+    out_names = sig.output_names + list(extra)
+    carry = [(state_in(n), state_out(n)) for n in sig.state_names]  # state_out.X feeds state_in.X
     preds = []
     x = None
     for t in range(pre + aft - 1):
         inp = frames[:, t] if t < pre else x
-        feed = {"frame": np.asarray(inp).astype(in_types["frame"]), **state}
+        feed = {sig.frame_input: np.asarray(inp).astype(in_types[sig.frame_input]), **state}
         res = dict(zip(out_names, session.run(out_names, feed)))
         if on_step is not None:
             on_step(t, {**feed, **{k: res[k] for k in extra}})
-        x = res["next_frame"]
-        state = {STATE_IN + st["name"]: res[STATE_OUT + st["name"]] for st in meta["state"]}
+        x = res[sig.frame_output]
+        state = {i: res[o] for i, o in carry}
         if t >= pre - 1:
             preds.append(x.astype(np.float32))
     return np.stack(preds, axis=1)

@@ -11,12 +11,13 @@ import onnx
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import attach_metadata, build_metadata
+from gmg_deploy.export.signature import GRAPH_KINDS
 from gmg_deploy.export.step_export import export_step_proto
 from gmg_deploy.io import atomic_write_with, check_output_path
 from gmg_deploy.model.network import RecurrentPredictor
 
-#: The graph kinds this exporter writes (:data:`gmg_deploy.export.signature.GRAPH_KINDS`).
-GRAPHS = ("step", "sequence", "forecast")
+#: The graph kinds this exporter writes: every kind a signature describes.
+GRAPHS = GRAPH_KINDS
 
 
 @dataclass

@@ -8,69 +8,59 @@ predictions are stacked into ``forecast``. The step graph may already be FP16/IN
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.graph_passes import prune
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT
-
-FORECAST_OUT = "forecast"
+from gmg_deploy.export.graph_passes import copy_nodes, prune
+from gmg_deploy.export.metadata import metadata_from_proto, signature_of
+from gmg_deploy.export.signature import state_in, state_out
 
 
 def build_forecast(step: onnx.ModelProto, horizon: int) -> onnx.ModelProto:
     """The one-call forecast graph of horizon ``horizon`` built from the (cleaned) ``step`` graph."""
     if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
         raise InputError(f"horizon={horizon!r} must be an integer >= 1 (frames forecast per call)")
+    sig = signature_of(metadata_from_proto(step, "step graph"))
+    if sig.graph != "step":
+        raise InputError(f"a forecast graph is chained from a step graph, not a {sig.graph} graph")
+    fsig = replace(sig, graph="forecast", horizon=int(horizon))
+    frame_in, step_out, forecast_out = sig.frame_input, sig.frame_output, fsig.frame_output
     sg = step.graph
-    shared = {t.name for t in sg.initializer}
-    states = [o.name[len(STATE_OUT):] for o in sg.output if o.name.startswith(STATE_OUT)]
+    states = sig.state_names
     nodes: list[onnx.NodeProto] = []
     inits = list(sg.initializer)
     axis = "fc/axis1"
     inits.append(numpy_helper.from_array(np.array([1], np.int64), axis))
     preds: list[str] = []
-    mapping: dict[str, str] = {}
     for j in range(int(horizon)):
         px = f"f{j}/"
         if j == 0:
-            mapping = {"next_frame": px + "next_frame"}  # everything else keeps its name in copy 0
+            mapping = {step_out: px + step_out}  # everything else keeps its name in copy 0
         else:
             prev = f"f{j - 1}/"
-            mapping = {"frame": prev + "next_frame"}
+            mapping = {frame_in: prev + step_out}
             for n in states:
-                mapping[STATE_IN + n] = (STATE_OUT + n) if j == 1 else prev + STATE_OUT + n
+                mapping[state_in(n)] = state_out(n) if j == 1 else prev + state_out(n)
 
-        def rename(v: str, j: int = j, px: str = px, mapping: dict = mapping) -> str:
-            if not v or v in shared:
-                return v
-            if v in mapping:
-                return mapping[v]
-            return v if j == 0 else px + v
-
-        for node in sg.node:
-            c = onnx.NodeProto()
-            c.CopyFrom(node)
-            if j > 0:
-                c.name = px + (node.name or node.output[0])
-            for k, v in enumerate(c.input):
-                c.input[k] = rename(v)
-            for k, v in enumerate(c.output):
-                c.output[k] = rename(v)
-            nodes.append(c)
-        u = px + "next_frame_unsqueezed"
-        nodes.append(helper.make_node("Unsqueeze", [px + "next_frame", axis], [u], name=u))
+        # copy 0 is the step graph itself (names kept but for step_out); copy j > 0 is prefixed f<j>/
+        keep = j == 0
+        nodes.extend(copy_nodes(sg, lambda v: mapping.get(v, v if keep else px + v), name_prefix="" if keep else px))
+        u = px + step_out + "_unsqueezed"
+        nodes.append(helper.make_node("Unsqueeze", [px + step_out, axis], [u], name=u))
         preds.append(u)
     if len(preds) == 1:
-        nodes.append(helper.make_node("Identity", preds, [FORECAST_OUT], name="fc/forecast"))
+        nodes.append(helper.make_node("Identity", preds, [forecast_out], name="fc/forecast"))
     else:
-        nodes.append(helper.make_node("Concat", preds, [FORECAST_OUT], axis=1, name="fc/forecast"))
+        nodes.append(helper.make_node("Concat", preds, [forecast_out], axis=1, name="fc/forecast"))
 
-    frame_out = next(o for o in sg.output if o.name == "next_frame")
+    frame_out = next(o for o in sg.output if o.name == step_out)
     fvi = onnx.ValueInfoProto()
     fvi.CopyFrom(frame_out)
-    fvi.name = FORECAST_OUT
+    fvi.name = forecast_out
     shape = fvi.type.tensor_type.shape
     old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
     for o, d in zip(old, shape.dim):
@@ -80,7 +70,8 @@ def build_forecast(step: onnx.ModelProto, horizon: int) -> onnx.ModelProto:
         shape.dim.add().CopyFrom(d)
         if k == 0:
             shape.dim.add().dim_value = int(horizon)
-    outputs = [fvi] + [o for o in sg.output if o.name.startswith(STATE_OUT)]
+    state_outs = {state_out(n) for n in states}
+    outputs = [fvi] + [o for o in sg.output if o.name in state_outs]
     graph = helper.make_graph(nodes, "gmg_forecast", list(sg.input), outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=list(step.opset_import), producer_name="gmg_deploy")
     model.ir_version = step.ir_version

@@ -6,11 +6,12 @@ ONNX Runtime at two batch sizes, learns which axis of each tensor follows the ba
 ``Reshape``/``Expand`` shape inputs and ``Shape`` nodes by constants (``-1`` for the batch axis of a
 reshape, ``1`` for an expand that keeps the input's batch). :func:`fold_constants` then evaluates every
 node whose inputs are all constant (with ``onnx.reference``), and :func:`prune` drops dead nodes and
-unused initializers. Only standard ONNX operators are ever written.
+unused initializers. Only standard ONNX operators are ever written. :func:`copy_nodes` gives the renamed
+copies of a step graph that the sequence and forecast builders chain.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -297,3 +298,25 @@ def clean(model: onnx.ModelProto, batch: int | None) -> onnx.ModelProto:
     remove_noop_casts(model)
     prune(model)
     return model
+
+
+def copy_nodes(graph: onnx.GraphProto, rename: Callable[[str], str], name_prefix: str = "") -> list[onnx.NodeProto]:
+    """Copies of ``graph``'s nodes with every input and output name passed through ``rename``, except empty
+    names and the graph's initializers (the copies share the weights); ``name_prefix`` prefixes node names."""
+    shared = {t.name for t in graph.initializer}
+
+    def new(v: str) -> str:
+        return v if not v or v in shared else rename(v)
+
+    out = []
+    for node in graph.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(node)
+        if name_prefix:
+            c.name = name_prefix + (node.name or node.output[0])
+        for k, v in enumerate(c.input):
+            c.input[k] = new(v)
+        for k, v in enumerate(c.output):
+            c.output[k] = new(v)
+        out.append(c)
+    return out

@@ -36,14 +36,17 @@ import numpy as np
 
 from gmg_deploy import __version__
 from gmg_deploy.errors import GMGError
-from gmg_deploy.export.signature import STATE_IN, STATE_OUT, StepSignature
+from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.config import ModelConfig
 
 METADATA_KEY = "gmg_deploy"
+#: Where the metadata JSON travels in a Triton model's ``config.pbtxt`` (``parameters``), for clients and
+#: the Python-backend model (see :mod:`gmg_deploy.serve.triton_config`).
+METADATA_PARAM = "gmg_deploy_metadata"
 SCHEMA_VERSION = 1
-__all__ = ["METADATA_KEY", "SCHEMA_VERSION", "STATE_IN", "STATE_OUT", "MetadataError", "build_metadata",
-           "attach_metadata", "metadata_from_proto", "read_metadata", "warp_gate_of", "config_from_metadata",
-           "signature_of"]
+__all__ = ["METADATA_KEY", "METADATA_PARAM", "SCHEMA_VERSION", "MetadataError", "build_metadata",
+           "forecast_metadata", "attach_metadata", "metadata_from_proto", "read_metadata", "warp_gate_of",
+           "config_from_metadata", "signature_of"]
 
 
 class MetadataError(GMGError, ValueError):

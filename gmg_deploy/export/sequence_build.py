@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from gmg_deploy.export.graph_passes import prune
+from gmg_deploy.export.graph_passes import copy_nodes, prune
 from gmg_deploy.export.signature import FRAME, FRAMES, NEXT_FRAME, PREDS, StepSignature, state_in, state_out
 from gmg_deploy.export.step_export import set_value_shape
 from gmg_deploy.model.config import ModelConfig
@@ -95,23 +95,8 @@ def _step_input(chain: _Chain, t: int) -> str:
 def _copy_step(chain: _Chain, sg: onnx.GraphProto, px: str, frame: str,
                state: dict[str, str]) -> tuple[str, dict[str, str]]:
     """One renamed copy of the step graph fed ``frame`` and ``state``; -> (its next frame, its state)."""
-    shared = {t.name for t in sg.initializer}
     mapping = {FRAME: frame, **{state_in(n): v for n, v in state.items()}}
-
-    def rename(v: str) -> str:
-        if not v or v in shared:
-            return v
-        return mapping.get(v, px + v)
-
-    for node in sg.node:
-        c = onnx.NodeProto()
-        c.CopyFrom(node)
-        c.name = px + (node.name or node.output[0])
-        for k, v in enumerate(c.input):
-            c.input[k] = rename(v)
-        for k, v in enumerate(c.output):
-            c.output[k] = rename(v)
-        chain.nodes.append(c)
+    chain.nodes.extend(copy_nodes(sg, lambda v: mapping.get(v, px + v), name_prefix=px))
     return px + NEXT_FRAME, {n: px + state_out(n) for n in state}
 
 

@@ -203,3 +203,11 @@ def state_in(name: str) -> str:
 def state_out(name: str) -> str:
     """State ``name`` -> its output tensor name ``state_out.<name>``."""
     return STATE_OUT + name
+
+
+def state_name(tensor: str) -> str | None:
+    """``state_in.X`` or ``state_out.X`` -> ``X``; ``None`` for a tensor that is no state input/output."""
+    for prefix in (STATE_IN, STATE_OUT):
+        if tensor.startswith(prefix):
+            return tensor[len(prefix):]
+    return None

@@ -25,10 +25,12 @@ import numpy as np
 
 from gmg_deploy.errors import GMGError
 from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, attach_metadata, metadata_from_proto
+from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto, signature_of
+from gmg_deploy.export.signature import DTYPES
 
 DEFAULT_ISLANDS = ("warp", "softmax", "attention_logits", "growth")
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
+_ONNX_TYPE = {"float32": FLOAT, "float16": FLOAT16}  # signature dtype name -> onnx element type
 
 #: Ops that only look at a tensor's shape: their float inputs need no cast.
 _SHAPE_ONLY = {"Shape", "Size"}
@@ -149,7 +151,7 @@ def convert_to_fp16(
 
     islands = _check_islands(islands)
     state_dtype = {"fp16": "float16", "fp32": "float32"}.get(state_dtype, state_dtype)
-    if state_dtype not in ("float32", "float16"):
+    if state_dtype not in DTYPES:
         raise PrecisionError(f"state dtype {state_dtype!r} is not fp16 or fp32")
     meta = metadata_from_proto(model)
     if meta.get("precision", "fp32") != "fp32":
@@ -163,11 +165,13 @@ def convert_to_fp16(
     island_map = find_islands(m, islands)
     fp32_nodes = {name for names in island_map.values() for name in names}
     index = GraphIndex(g)
+    io_dtype = "float16" if io_fp16 else "float32"
+    # each graph input/output's dtype after the pass, as the converted graph's signature gives it
+    io_dtypes = {t.name: t.dtype for t in signature_of({**meta, "io_dtype": io_dtype,
+                                                         "state_dtype": state_dtype}).tensors()}
 
     def io_type(name: str) -> int:
-        if name.startswith((STATE_IN, STATE_OUT)):
-            return FLOAT16 if state_dtype == "float16" else FLOAT
-        return FLOAT16 if io_fp16 else FLOAT
+        return _ONNX_TYPE[io_dtypes.get(name, io_dtype)]
 
     node_type = _node_types(g, types, fp32_nodes, index)
     new_type = _tensor_types(g, types, node_type, io_type)
@@ -180,7 +184,7 @@ def convert_to_fp16(
     meta = dict(meta)
     meta.update(
         precision="fp16",
-        io_dtype="float16" if io_fp16 else "float32",
+        io_dtype=io_dtype,
         state_dtype=state_dtype,
         fp32_islands={k: len(v) for k, v in island_map.items()},
     )

@@ -60,18 +60,19 @@ def quantize_graph(
     qdq = _SymmetricQdq(m.graph, ranges["tensors"])
     skipped = qdq.rewrite(keep, skip_softmax_operands)
     finish_graph(m.graph, list(m.graph.node), qdq.nodes, qdq.inits)
+    return stamp_int8(m, meta, ranges, "tensorrt", activations_quantized=len(qdq.act_dq),
+                      weights_quantized=len(qdq.w_dq), float_softmax_operands=len(skipped), float_nodes=sorted(keep))
+
+
+def stamp_int8(m: Any, meta: dict[str, Any], ranges: dict[str, Any], target: str, **counts: Any) -> Any:
+    """Attach the INT8 graph's metadata to ``m`` (``precision: int8``; ``calibration``: the ranges' method,
+    fingerprint and sequences, the ``target`` and the pass's ``counts``) and check the model; -> ``m``."""
+    import onnx
+
     meta = dict(meta)
     meta["precision"] = "int8"
-    meta["calibration"] = {
-        "method": ranges.get("method"),
-        "fingerprint": ranges.get("fingerprint"),
-        "sequences": ranges.get("sequences"),
-        "target": "tensorrt",
-        "activations_quantized": len(qdq.act_dq),
-        "weights_quantized": len(qdq.w_dq),
-        "float_softmax_operands": len(skipped),
-        "float_nodes": sorted(keep),
-    }
+    meta["calibration"] = {"method": ranges.get("method"), "fingerprint": ranges.get("fingerprint"),
+                           "sequences": ranges.get("sequences"), "target": target, **counts}
     attach_metadata(m, meta)
     onnx.checker.check_model(m)
     return m

@@ -19,8 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from gmg_deploy.export.graph_index import GraphIndex
-from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
-from gmg_deploy.precision.qdq import finish_graph, keep_float_nodes
+from gmg_deploy.export.metadata import metadata_from_proto
+from gmg_deploy.precision.qdq import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
 from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range
 
@@ -64,24 +64,10 @@ def quantize_graph_cpu(
             qdq.quantize_node(n)
     qdq.redirect_readers()
     finish_graph(g, list(g.node), qdq.nodes, qdq.inits)
-    meta = dict(meta)
-    meta["precision"] = "int8"
-    meta["calibration"] = {
-        "method": ranges.get("method"),
-        "fingerprint": ranges.get("fingerprint"),
-        "sequences": ranges.get("sequences"),
-        "target": "cpu",
-        "activation_type": "uint8 asymmetric per tensor",
-        "weight_type": "int8 symmetric per channel",
-        "activations_quantized": len(qdq.pairs),
-        "outputs_quantized": len(qdq.out_rename),
-        "weights_quantized": qdq.weights,
-        "float_softmax_operands": len(set(qdq.skipped)),
-        "float_nodes": sorted(keep),
-    }
-    attach_metadata(m, meta)
-    onnx.checker.check_model(m)
-    return m
+    return stamp_int8(m, meta, ranges, "cpu", activation_type="uint8 asymmetric per tensor",
+                      weight_type="int8 symmetric per channel", activations_quantized=len(qdq.pairs),
+                      outputs_quantized=len(qdq.out_rename), weights_quantized=qdq.weights,
+                      float_softmax_operands=len(set(qdq.skipped)), float_nodes=sorted(keep))
 
 
 def _float_constants(graph: Any) -> dict[str, np.ndarray]:

@@ -35,7 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 from gmg_deploy.errors import GMGError
-from gmg_deploy.export.metadata import STATE_IN, metadata_from_proto, warp_gate_of
+from gmg_deploy.export.metadata import metadata_from_proto, signature_of, warp_gate_of
+from gmg_deploy.export.signature import state_in
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import rollout, sequence_frames
 from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
@@ -79,9 +80,11 @@ def asymmetric_range(entry: dict[str, Any]) -> tuple[float, float]:
 def default_keep_float(model: Any) -> list[str]:
     """Names of the quantizable nodes that stay float by default (see the module docstring)."""
     index = GraphIndex(model.graph)
+    sig = signature_of(metadata_from_proto(model))
+    offset_inputs = {state_in(n) for n in sig.state_names if n.startswith("offset.")}
 
     def reads_offset_state(tensor: str, depth: int = 3) -> bool:
-        if tensor.startswith(STATE_IN + "offset."):
+        if tensor in offset_inputs:
             return True
         p = index.producer.get(tensor)
         if depth == 0 or p is None or p.op_type not in ("Concat", "Mul"):
@@ -89,7 +92,7 @@ def default_keep_float(model: Any) -> list[str]:
         return any(reads_offset_state(i, depth - 1) for i in p.input)
 
     def feeds_frame_output(tensor: str) -> bool:
-        if tensor == "next_frame" and tensor in index.outputs:
+        if tensor == sig.frame_output and tensor in index.outputs:
             return True
         return any(c.op_type in LAYOUT_OPS and feeds_frame_output(c.output[0]) for c in index.readers(tensor))
 
@@ -111,7 +114,8 @@ def _instrument(model: Any, names: list[str]) -> Any:
 
 
 class _Stats:
-    def __init__(self) -> None:
+    def __init__(self, state_inputs: set[str]) -> None:
+        self.state_inputs = state_inputs  # per-step amax is kept for these
         self.min: dict[str, float] = {}
         self.max: dict[str, float] = {}
         self.hist: dict[str, np.ndarray] = {}
@@ -123,7 +127,7 @@ class _Stats:
             lo, hi = float(v.min()), float(v.max())
             self.min[k] = min(self.min.get(k, lo), lo)
             self.max[k] = max(self.max.get(k, hi), hi)
-            if k.startswith(STATE_IN):
+            if k in self.state_inputs:
                 d = self.per_step.setdefault(k, {})
                 d[t] = max(d.get(t, 0.0), float(np.abs(v).max()))
 
@@ -212,9 +216,11 @@ class _Watch:
         self.acts = quantizable_inputs(model)
         outputs = quantizable_outputs(model)
         self.outputs = set(outputs)
-        self.graph_inputs = set(meta["inputs"])
+        sig = signature_of(meta)
+        self.graph_inputs = set(sig.input_names)
+        self.state_inputs = {t.name for t in sig.inputs() if t.role == "state"}
         self.names = (self.acts + [o for o in outputs if o not in self.acts]
-                      + [n for n in meta["inputs"] if n not in self.acts])
+                      + [n for n in sig.input_names if n not in self.acts])
         self.extra = [n for n in self.names if n not in self.graph_inputs]
 
     def pick(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -225,7 +231,7 @@ def _observe(model: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch
              say: Callable[[str], None]) -> tuple[_Stats, dict[str, float]]:
     """Phase 3: roll the instrumented graph out (twice for histogram methods); -> (statistics, amax per tensor)."""
     session = make_session(_instrument(model, watch.extra))
-    stats = _Stats()
+    stats = _Stats(watch.state_inputs)
     say(f"pass 1 (min/max) over {frames.shape[0]} sequences, {len(watch.names)} tensors")
     rollout(session, meta, frames, extra_outputs=watch.extra, batch_size=batch_size,
             on_step=lambda t, d: stats.observe_minmax(t, watch.pick(d)))
@@ -247,7 +253,7 @@ def _ranges_document(model: Any, meta: dict[str, Any], frames: np.ndarray, watch
     for k in watch.names:
         if k not in stats.min:
             continue
-        kind = "state" if k.startswith(STATE_IN) else ("input" if k in watch.graph_inputs else "activation")
+        kind = "state" if k in watch.state_inputs else ("input" if k in watch.graph_inputs else "activation")
         entry = {"amax": amax[k], "min": stats.min[k], "max": stats.max[k], "kind": kind,
                  "quantized_input": k in watch.acts}
         if k in watch.outputs:

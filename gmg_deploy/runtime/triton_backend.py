@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError, ServeError
-from gmg_deploy.export.metadata import MetadataError
+from gmg_deploy.export.metadata import METADATA_PARAM, MetadataError
 from gmg_deploy.runtime.backend import StepBackend
 
 SCHEME = "triton://"
-METADATA_PARAM = "gmg_deploy_metadata"
 _NP_TRITON = {torch.float32: ("FP32", np.float32), torch.float16: ("FP16", np.float16)}
 
 
@@ -90,18 +89,19 @@ class TritonBackend(StepBackend):
         results: list[Any] = [None] * len(slots)
         errors: list[str] = []
         done = threading.Semaphore(0)
+        frame_name, forecast_name = self.signature.frame_input, self.signature.frame_output
 
         def callback(k: int) -> Any:
             def cb(result: Any, error: Any) -> None:
                 if error is not None:
                     errors.append(_short(error))
                 else:
-                    results[k] = result.as_numpy("forecast")
+                    results[k] = result.as_numpy(forecast_name)
                 done.release()
             return cb
 
         for k, slot in enumerate(slots):
-            inp = g.InferInput("frame", [1, *frames.shape[1:]], dtype)
+            inp = g.InferInput(frame_name, [1, *frames.shape[1:]], dtype)
             inp.set_data_from_numpy(np.ascontiguousarray(frames[k : k + 1]))
             try:
                 self.client.async_infer(self.model, [inp], callback(k), sequence_id=self.sequence_ids[slot],

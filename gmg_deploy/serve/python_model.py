@@ -5,6 +5,9 @@ only NumPy and ONNX Runtime in the server's Python (not gmg_deploy). Each sequen
 here, keyed by the sequence batcher's CORRID control: START zeroes it, END frees it after the request, a
 request whose READY is 0 is answered with zeros. All requests of one ``execute`` call (one per sequence,
 dynamic batching of the ``oldest`` strategy) run as one batch. Request: ``frame``; response: ``forecast``.
+Tensor names and order are read from the graph's gmg-deploy metadata (``parameters["gmg_deploy_metadata"]``,
+whose ``inputs``/``outputs`` lists the exporter wrote from its ``StepSignature``: the frame first, then the
+state tensors in the same order on both sides), so this file spells no I/O name itself.
 """
 import json
 import os
@@ -30,13 +33,12 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "1") or 1)
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        ins = self.session.get_inputs()
-        self.state_in = [i.name for i in ins if i.name.startswith("state_in.")]
-        self.state_out = ["state_out." + n[len("state_in."):] for n in self.state_in]
-        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in ins if i.name.startswith("state_in.")]
-        self.state_dtypes = [np.float16 if "float16" in i.type else np.float32 for i in ins
-                             if i.name.startswith("state_in.")]
-        self.frame_dtype = np.float16 if "float16" in ins[0].type else np.float32
+        meta = json.loads(params["gmg_deploy_metadata"])  # export.metadata.METADATA_PARAM
+        (self.frame_in, *self.state_in), (self.forecast_out, *self.state_out) = meta["inputs"], meta["outputs"]
+        ins = {i.name: i for i in self.session.get_inputs()}
+        self.state_shapes = [tuple(int(d) for d in ins[n].shape[1:]) for n in self.state_in]
+        self.state_dtypes = [np.float16 if "float16" in ins[n].type else np.float32 for n in self.state_in]
+        self.frame_dtype = np.float16 if "float16" in ins[self.frame_in].type else np.float32
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.states = {}
 
@@ -49,7 +51,7 @@ class TritonPythonModel:
         for i, r in enumerate(requests):
             corrid = _control(r, "CORRID")
             corrid = int(corrid) if corrid is not None else 0
-            frame = pb_utils.get_input_tensor_by_name(r, "frame").as_numpy().astype(self.frame_dtype, copy=False)
+            frame = pb_utils.get_input_tensor_by_name(r, self.frame_in).as_numpy().astype(self.frame_dtype, copy=False)
             if _control(r, "START"):
                 self.states[corrid] = self._zeros()
             ready = _control(r, "READY")
@@ -62,23 +64,23 @@ class TritonPythonModel:
             frames.append(frame)
             keys.append(corrid)
         if live:
-            feed = {"frame": np.concatenate(frames)}
+            feed = {self.frame_in: np.concatenate(frames)}
             for k, name in enumerate(self.state_in):
                 feed[name] = np.concatenate([self.states[c][k] for c in keys])
             out = dict(zip(self.outputs, self.session.run(None, feed)))
-            fc = out["forecast"]
+            fc = out[self.forecast_out]
             start = 0
             for i, c in zip(live, keys):
                 n = frames[live.index(i)].shape[0]
                 self.states[c] = [out[name][start : start + n].copy() for name in self.state_out]
-                tensor = pb_utils.Tensor("forecast", np.ascontiguousarray(fc[start : start + n]))
+                tensor = pb_utils.Tensor(self.forecast_out, np.ascontiguousarray(fc[start : start + n]))
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[tensor])
                 start += n
         for i, r in enumerate(requests):
             if responses[i] is None:
                 shape = (1,) + tuple(int(d) for d in self.session.get_outputs()[0].shape[1:])
                 zeros = np.zeros(shape, self.frame_dtype)
-                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("forecast", zeros)])
+                responses[i] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.forecast_out, zeros)])
             if _control(r, "END"):
                 corrid = _control(r, "CORRID")
                 self.states.pop(int(corrid) if corrid is not None else 0, None)

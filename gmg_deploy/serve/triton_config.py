@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import STATE_IN, STATE_OUT, config_from_metadata
+from gmg_deploy.export.metadata import METADATA_PARAM, signature_of
+from gmg_deploy.export.signature import state_in, state_name, state_out
 
 FLAVOURS = ("implicit", "python")
 STRATEGIES = ("oldest", "direct")
-METADATA_PARAM = "gmg_deploy_metadata"
 #: First opset whose GridSample TensorRT misreads (TensorRT issue #4646); see export.trt_lint.
 TRT_MAX_OPSET = 19
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
@@ -69,7 +69,7 @@ def check_state_pairing(inputs: list[str], outputs: list[str]) -> None:
     #8586): ``state_in.X`` must sit where ``state_out.X`` sits after sorting both."""
     si, so = sorted(inputs), sorted(outputs)
     for a, b in zip(si, so):
-        if a[len(STATE_IN):] != b[len(STATE_OUT):]:
+        if state_name(a) != state_name(b):
             raise InputError(f"state tensors {a} and {b} would be paired by Triton (names sort differently, "
                              "server issue #8586); rename the states so that both lists sort alike")
     if len(si) != len(so):
@@ -86,18 +86,17 @@ def _q(s: str) -> str:
 
 def config_text(meta: dict[str, Any], o: ServeOptions, *, platform: str, max_batch: int) -> str:
     """The ``config.pbtxt`` text. ``platform``: ``onnxruntime_onnx``, ``tensorrt_plan`` or ``python``."""
-    cfg = config_from_metadata(meta)
-    C, H, W = cfg.frame_shape
-    K = int(meta["horizon"])
-    io_t = _TYPES[meta.get("io_dtype", "float32")]
-    st_t = _TYPES[meta.get("state_dtype", "float32")]
-    states = [(STATE_IN + s["name"], STATE_OUT + s["name"], s["shape"][1:]) for s in meta["state"]]
+    sig = signature_of(meta)
+    (frame,), (forecast,) = sig.inputs()[:1], sig.outputs()[:1]
+    io_t = _TYPES[sig.io_dtype]
+    st_t = _TYPES[sig.state_dtype]
+    states = [(state_in(n), state_out(n), shape) for n, shape in sig.state]
     check_state_pairing([s[0] for s in states], [s[1] for s in states])
     lines = [f"name: {_q(o.name)}"]
     lines.append('backend: "python"' if platform == "python" else f"platform: {_q(platform)}")
     lines += [f"max_batch_size: {int(max_batch)}",
-              f"input [ {{ name: \"frame\" data_type: {io_t} dims: {_dims((C, H, W))} }} ]",
-              f"output [ {{ name: \"forecast\" data_type: {io_t} dims: {_dims((K, C, H, W))} }} ]",
+              f"input [ {{ name: {_q(frame.name)} data_type: {io_t} dims: {_dims(frame.shape[1:])} }} ]",
+              f"output [ {{ name: {_q(forecast.name)} data_type: {io_t} dims: {_dims(forecast.shape[1:])} }} ]",
               "sequence_batching {",
               f"  max_sequence_idle_microseconds: {int(o.idle_timeout_s * 1e6)}"]
     if o.strategy == "oldest":

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import MetadataError, read_metadata
+from gmg_deploy.export.metadata import MetadataError, read_metadata, signature_of
 from gmg_deploy.io import OutputError, umask_mode
 from gmg_deploy.serve.triton_config import (TRT_MAX_OPSET, ServeOptions, check_forecast_metadata, check_options,
                                             config_text)
@@ -119,4 +119,5 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
         with contextlib.suppress(OSError):
             shutil.rmtree(tmp)
         raise
-    return RepoEntry(dest, platform, int(max_batch), int(meta["horizon"]), len(meta["state"]))
+    sig = signature_of(meta)
+    return RepoEntry(dest, platform, int(max_batch), int(sig.horizon), len(sig.state))

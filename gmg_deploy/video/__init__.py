@@ -14,29 +14,20 @@ __all__ = ["FrameSource", "Preprocessor", "VideoWriter", "run_streams", "is_vide
            "render_panel", "require_av"]
 
 
+#: Lazily imported names -> their module (keeps PyAV out of plain imports).
+_LAZY = {
+    "FrameSource": "gmg_deploy.video.source",
+    "require_av": "gmg_deploy.video.avlib",
+    "Preprocessor": "gmg_deploy.video.preprocess",
+    "VideoWriter": "gmg_deploy.video.writer",
+    "render_panel": "gmg_deploy.video.panel",
+    "run_streams": "gmg_deploy.video.stream",
+}
+
+
 def __getattr__(name: str) -> Any:  # lazy: keep PyAV out of plain imports
-    if name == "FrameSource":
-        from gmg_deploy.video.source import FrameSource
+    if name not in _LAZY:
+        raise AttributeError(name)
+    import importlib
 
-        return FrameSource
-    if name == "require_av":
-        from gmg_deploy.video.avlib import require_av
-
-        return require_av
-    if name == "Preprocessor":
-        from gmg_deploy.video.preprocess import Preprocessor
-
-        return Preprocessor
-    if name == "VideoWriter":
-        from gmg_deploy.video.writer import VideoWriter
-
-        return VideoWriter
-    if name == "render_panel":
-        from gmg_deploy.video.panel import render_panel
-
-        return render_panel
-    if name == "run_streams":
-        from gmg_deploy.video.stream import run_streams
-
-        return run_streams
-    raise AttributeError(name)
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -1,0 +1,63 @@
+"""``gmg-infer``'s model-opening options (``--engine``, ``--backend``, ...) as one object for both paths."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gmg_deploy.cli.common import fields_of
+from gmg_deploy.errors import InputError
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Which model file, backend and device, how many slots, and the backend-specific options."""
+
+    engine: str
+    backend: str = "auto"
+    device: str | None = None
+    batch_size: int = 1
+    config_file: str | None = None
+    trust_checkpoint: bool = False
+    warp_gate: str = "auto"
+    threads: int | None = None
+    no_spin: bool = False
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "EngineOptions":
+        return cls(**fields_of(cls, options))
+
+    def open(self, batch_size: int | None = None, *, streams: int | None = None) -> Any:
+        """The :class:`Forecaster` with ``batch_size`` slots (default ``--batch-size``), no more than ``streams``
+        when known (unless the engine's batch is fixed)."""
+        from gmg_deploy.runtime.forecaster import pick_backend
+
+        kind = pick_backend(self.engine, self.backend)
+        dev = self.device or ("cuda" if kind == "tensorrt" else "cpu")
+        kwargs: dict[str, Any] = {}
+        if kind == "torch":
+            kwargs = {"trust_checkpoint": self.trust_checkpoint, "warp_gate": self.warp_gate}
+            if self.config_file:
+                kwargs["config_file"] = self.config_file
+        elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto":
+            raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
+                             "an exported graph or engine carries its warp-gate layout")
+        if kind == "onnxruntime":
+            kwargs = {"threads": self.threads, "spin": not self.no_spin}
+        elif self.threads is not None or self.no_spin:
+            raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
+        return _open_clamped(self.engine, streams, self.batch_size if batch_size is None else batch_size, kind,
+                             dev, kwargs)
+
+
+def _open_clamped(engine: str, streams: int | None, batch_size: int, kind: str, dev: str, kwargs: dict) -> Any:
+    """Open the engine with no more slots than the input has streams (unless the engine's batch is fixed)."""
+    from gmg_deploy.errors import GMGError
+    from gmg_deploy.runtime.forecaster import Forecaster
+
+    slots = batch_size if streams is None or streams < 1 else min(batch_size, streams)
+    try:
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=slots, **kwargs)
+    except GMGError:
+        if slots == batch_size:
+            raise
+        return Forecaster.open(engine, backend=kind, device=dev, batch_size=batch_size, **kwargs)
