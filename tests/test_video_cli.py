@@ -197,3 +197,67 @@ def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, onnx_path):
     assert len(frames) == rep["video_frames"] and rep["frames"] - 1 <= rep["video_frames"] <= rep["frames"]
     assert fps == 30
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _resetting_http_server(payload: bytes, send: int):
+    """A 127.0.0.1 HTTP server that sends the first ``send`` bytes of ``payload`` and then resets the connection
+    (TCP RST): a live stream dropping mid-way. -> (server, url); the caller shuts it down."""
+    import struct
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.end_headers()
+            self.wfile.write(payload[:send])
+            self.wfile.flush()
+            time.sleep(0.5)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}/live.ts"
+
+
+def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, onnx_path, clips):
+    """One live source dies mid-way (connection reset): the other source finishes, the outputs hold every
+    processed frame, the report says partial, and the command ends with one error line naming the source, exit 2."""
+    import av
+
+    ts = tmp_path / "live.ts"
+    frames = demo_frames(60, 32, 32, False, seed=3)  # (60, 32, 32) uint8 grey
+    with av.open(str(ts), "w", format="mpegts") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
+        for f in frames:
+            rgb = np.ascontiguousarray(np.repeat(f[..., None], 3, axis=-1))
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    payload = ts.read_bytes()
+    srv, url = _resetting_http_server(payload, len(payload) // 2)
+    try:
+        out, vid = tmp_path / "p.npz", tmp_path / "panel.mp4"
+        r = _run(["--engine", onnx_path, "--input", clips["grey"], "--input", url, "--no-realtime", "--horizon", 2,
+                  "--out", out, "--video-out", vid, "--json", "--quiet", "--connect-timeout", 5])
+    finally:
+        srv.shutdown()
+    assert r.exit_code == 2, r.output
+    err_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err_lines) == 1 and url in err_lines[0] and "failed after" in err_lines[0], r.stderr
+    rep = json.loads(r.stdout[r.stdout.index("{"): r.stdout.rindex("}") + 1])
+    assert rep["partial"] and not rep["interrupted"]
+    grey, live = rep["streams"]
+    assert grey["frames"] == 11 and not grey.get("error")          # the other source went on to its end
+    assert 0 < live["frames"] < 60 and "failed after" in live["error"]
+    preds = np.load(out)
+    assert preds["input0"].shape[0] == 11 and 0 < preds["input1"].shape[0] == live["frames"]
+    assert len(read_clip(vid)[0]) > 0 and not list(tmp_path.glob(".*.tmp"))
