@@ -12,7 +12,8 @@ one rollout calibration (``frame`` + ``state_in.*`` at every step) and our keep-
   per-channel, QDQ u8/s8 per-tensor, QOperator u8/s8 per-channel, QOperator s8/s8 per-channel
   (activations/weights; ORT's asymmetric activations, symmetric weights, no pre-processing).
 
-All sessions (and FP32) run in rotation in one process, 2 intra-op threads by default, B=1 and B=8: ms is
+All sessions (and FP32) run in rotation in one process (round r starts with the r-th session, so none
+always follows the same one), 2 intra-op threads by default, B=1 and B=8: ms is
 the median, ratio the median of the per-round ratios to FP32. "max/mean |err|" is the largest / mean absolute
 difference to the FP32 rollout over a few forecast steps of real sequences (demo: the test split; Moving
 MNIST config: synthetic moving digits at 64x64, the random-weight model), so no speed is bought with
@@ -113,10 +114,11 @@ def interleaved(sessions, feeds, repeats: int) -> list[list[float]]:
     for s in sessions:
         s.run(None, feeds)
     times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(repeats):
-        for i, s in enumerate(sessions):
+    n = len(sessions)
+    for r in range(repeats):  # round r starts at session r mod n: no session always runs right after another
+        for i in [(r + k) % n for k in range(n)]:
             t = time.perf_counter()
-            s.run(None, feeds)
+            sessions[i].run(None, feeds)
             times[i].append(time.perf_counter() - t)
     return times
 
