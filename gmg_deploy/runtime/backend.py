@@ -69,6 +69,12 @@ class StepBackend(ABC):
     batch_mode: str
     sets: list[BufferSet]
     frame_in: torch.Tensor
+    #: Forecast graphs: frames per call, and the last call's ``forecast`` output ``(B,K,C,H,W)`` (allocated by
+    #: :meth:`_allocate`); step graphs: None.
+    horizon: int | None = None
+    rollout: torch.Tensor | None = None
+    #: False where the state lives outside this process (Triton): Forecaster.snapshot/restore cannot copy it.
+    supports_snapshot: bool = True
 
     # ------------------------------------------------------------------ shared construction steps
     def _set_batch_size(self, batch_size: int) -> None:
@@ -108,6 +114,9 @@ class StepBackend(ABC):
             frame, shapes, device=self.device, io_dtype=self.io_dtype, state_dtype=self.state_dtype,
         )
         self.frame_in = torch.zeros(frame, dtype=self.io_dtype, device=self.device)
+        if sig.graph == "forecast":
+            self.horizon = int(sig.horizon)
+            self.rollout = torch.zeros((frame[0], self.horizon, *frame[1:]), dtype=self.io_dtype, device=self.device)
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -128,6 +137,10 @@ class StepBackend(ABC):
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
+
+    def reset_slots(self, slots: list[int]) -> None:  # noqa: B027 - optional hook
+        """Called by :meth:`Forecaster.reset` with the slots it zeroes; backends whose state lives elsewhere
+        (Triton) restart those streams there."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine resources (buffers go with the object)."""

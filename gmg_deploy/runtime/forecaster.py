@@ -194,7 +194,7 @@ class Forecaster:
             src = dst
         self._cur = src
         self._observed = True
-        self._rollout_for = src if getattr(eng, "rollout", None) is not None else None
+        self._rollout_for = src if eng.rollout is not None else None
         if ndim == 4:
             return outs[0]
         return torch.stack(outs, 1) if return_device else np.stack(outs, 1)
@@ -211,7 +211,7 @@ class Forecaster:
         if not self._observed:
             raise InputError("forecast() needs a prediction to start from; call observe() first")
         eng = self.backend
-        stored = getattr(eng, "rollout", None)
+        stored = eng.rollout
         if stored is not None and self._rollout_for == self._cur and k <= stored.shape[1]:
             r = stored[:, : int(k)]
             return r.clone() if return_device else r.detach().to("cpu", torch.float32).numpy().copy()
@@ -230,9 +230,7 @@ class Forecaster:
         """Zero the state and last prediction of all slots (``None``) or of the given slot indices."""
         idx = check_slots(slots, self.batch_size)
         self._rollout_for = None
-        hook = getattr(self.backend, "reset_slots", None)  # engines whose state lives elsewhere (Triton)
-        if hook is not None:
-            hook(idx)
+        self.backend.reset_slots(idx)
         s = self.backend.sets[self._cur]
         if len(idx) == self.batch_size:
             for t in s.tensors():
@@ -291,7 +289,7 @@ class Forecaster:
 
     # ------------------------------------------------------------------ helpers
     def _check_snapshot(self) -> None:
-        if not getattr(self.backend, "supports_snapshot", True):
+        if not self.backend.supports_snapshot:
             raise InputError(f"snapshot()/restore() are not available with backend {self.backend_name}: "
                              "the state lives in the server")
 

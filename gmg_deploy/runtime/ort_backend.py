@@ -66,14 +66,7 @@ class OrtBackend(StepBackend):
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         self._check_io()
-        self._allocate()
-        #: Forecast graphs: frames per call and the last call's ``forecast`` output; step graphs: None.
-        self.horizon: int | None = None
-        self.rollout: torch.Tensor | None = None
-        if self.signature.graph == "forecast":
-            self.horizon = int(self.signature.horizon)
-            f = self.frame_in
-            self.rollout = torch.zeros((f.shape[0], self.horizon, *f.shape[1:]), dtype=f.dtype, device=f.device)
+        self._allocate()  # forecast graphs: also ``horizon`` and the ``rollout`` buffer
         self.io_binding = io_binding
         self._bindings: dict[tuple[int, int, bool], Any] = {}
 

@@ -47,8 +47,7 @@ class TritonBackend(StepBackend):
 
     name = "triton"
     graph_kinds = ("forecast",)
-    #: The state lives in the server: Forecaster.snapshot/restore cannot copy it.
-    supports_snapshot = False
+    supports_snapshot = False  # the state lives in the server
 
     def __init__(self, url: str, *, batch_size: int = 1, device: str = "cpu", timeout_s: float = 60.0) -> None:
         if str(device) != "cpu":
@@ -73,10 +72,7 @@ class TritonBackend(StepBackend):
                                 "write its repository with gmg-triton")
         self._set_metadata(json.loads(raw), f"model {self.model!r} on {self.address}")
         self._set_device("cpu")
-        self.horizon = int(self.signature.horizon)
-        self._allocate()
-        f = self.frame_in
-        self.rollout = torch.zeros((f.shape[0], self.horizon, *f.shape[1:]), dtype=f.dtype)
+        self._allocate()  # also ``horizon`` and the ``rollout`` buffer (a forecast graph)
         self.sequence_ids = [secrets.randbits(62) + 1 for _ in range(self.batch_size)]
         self._start = [True] * self.batch_size
         self._closed = False
