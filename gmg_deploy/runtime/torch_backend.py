@@ -14,7 +14,7 @@ from gmg_deploy.export.metadata import build_metadata
 from gmg_deploy.export.step_export import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
-from gmg_deploy.runtime.backend import StepBackend, resolve_device
+from gmg_deploy.runtime.backend import StepBackend
 
 
 class TorchBackend(StepBackend):
