@@ -6,7 +6,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from gmg_deploy.errors import GMGError
 
@@ -92,3 +92,19 @@ def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it succeeds."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def atomic_save_npy(path: str | Path, array: Any) -> None:
+    """``np.save`` to ``path`` atomically (a failure leaves no file and the previous one intact)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
+def atomic_save_npz(path: str | Path, arrays: Mapping[str, Any]) -> None:
+    """``np.savez`` of the named ``arrays`` to ``path`` atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)

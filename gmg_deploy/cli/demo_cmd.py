@@ -148,15 +148,11 @@ def _write_outputs(run: _DemoRun, summary: dict[str, Any], preds: np.ndarray, ob
                    truth: np.ndarray, t_start: float) -> None:
     """Phase 5: predictions, GIF, metrics table and summary, each written atomically."""
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
-    from gmg_deploy.io import atomic_write_text, atomic_write_with
+    from gmg_deploy.io import atomic_save_npy, atomic_write_text
 
     files, timings, out_dir = run.files, run.timings, run.out_dir
 
-    def save_preds(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.save(fh, preds)
-
-    atomic_write_with(out_dir / "preds.npy", save_preds)
+    atomic_save_npy(out_dir / "preds.npy", preds)
     files["preds"] = str(out_dir / "preds.npy")
     gif = out_dir / "demo.gif"
     n_frames, size = write_strip_gif(gif, observed[0], preds[0], truth[0])

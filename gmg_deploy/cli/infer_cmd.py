@@ -5,7 +5,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import click
@@ -18,7 +17,7 @@ from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.cli.engine_options import EngineOptions
 from gmg_deploy.cli.infer_video import VideoOptions, check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_path, check_output_path
+from gmg_deploy.io import atomic_save_npy, check_output_path
 from gmg_deploy.video.kinds import is_video_input
 
 
@@ -29,11 +28,6 @@ def _parse_thresholds(text: str | None) -> list[float]:
         return [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise InputError(f"--csi-thresholds {text!r} is not a comma-separated list of numbers (e.g. 0.3,0.5)") from None
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr)
 
 
 def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
@@ -195,7 +189,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     }
     if opts.metrics:
         summary["metrics"] = all_metrics(preds, truth, thresholds)
-    _save_npy(out_path, preds)
+    atomic_save_npy(out_path, preds)
     if gif_path is not None:
         count, size = write_strip_gif(gif_path, frames[0, :pre], preds[0], None if truth is None else truth[0])
         summary.update(gif=str(gif_path), gif_frames=count, gif_size=list(size))
