@@ -11,13 +11,14 @@ import click
 from gmg_deploy.errors import GMGError
 
 
-def _say_error(msg: str) -> None:
+def say_error(msg: str) -> None:
+    """``error: <msg>`` on stderr, on one line (the format of every user mistake)."""
     click.echo("error: " + " ".join(str(msg).split()), err=True)
 
 
 def _interrupted() -> None:
     """Ctrl-C: one line, exit status 130 (128 + SIGINT), whatever was running."""
-    _say_error("interrupted")
+    say_error("interrupted")
     sys.exit(130)
 
 
@@ -32,7 +33,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except GMGError as e:
-            _say_error(str(e))
+            say_error(str(e))
             sys.exit(2)
         except KeyboardInterrupt:
             _interrupted()
@@ -64,7 +65,7 @@ class OneLineCommand(click.Command):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as e:  # UsageError, BadParameter, NoSuchOption, FileError, ...
             name = (e.ctx.command_path if getattr(e, "ctx", None) is not None else None) or prog_name or self.name
-            _say_error(f"{name}: {e.format_message()} (see {name} --help)")
+            say_error(f"{name}: {e.format_message()} (see {name} --help)")
             sys.exit(2)
         except (click.Abort, KeyboardInterrupt):
             _interrupted()

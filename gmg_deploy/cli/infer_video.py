@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Mapping
 import click
 import numpy as np
 
-from gmg_deploy.cli.common import fields_of
+from gmg_deploy.cli.common import fields_of, say_error
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_path, check_output_path
+from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_output_path
 
 if TYPE_CHECKING:
     from gmg_deploy.cli.infer_cmd import InferOptions
@@ -36,11 +36,11 @@ class VideoOptions:
 
 
 def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        if len(arrays) == 1:
-            np.save(fh, arrays[0])
-        else:
-            np.savez(fh, **{f"input{i}": a for i, a in enumerate(arrays)})
+    """One input: a ``.npy``; several: a ``.npz`` with ``input0``, ``input1``, ..."""
+    if len(arrays) == 1:
+        atomic_save_npy(path, arrays[0])
+    else:
+        atomic_save_npz(path, {f"input{i}": a for i, a in enumerate(arrays)})
 
 
 def _progress_printer(quiet: bool) -> Any:
@@ -95,14 +95,16 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     if video_out:
         check_video_out(video_out)
     fc = fc_open(batch_size or len(inputs))
-    K = fc.config.aft_seq_length if horizon is None else horizon
-    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
-    sources = open_sources(inputs, connect_timeout)
-    note = (lambda s: click.echo(s, err=True))
-    rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
-                      keep_preds=bool(out or gif), keep_observed=bool(gif), progress=_progress_printer(quiet),
-                      note=note, read_timeout=connect_timeout)
-    fc.close()
+    try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
+        K = fc.config.aft_seq_length if horizon is None else horizon
+        pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
+        sources = open_sources(inputs, connect_timeout)
+        note = (lambda s: click.echo(s, err=True))
+        rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
+                          keep_preds=bool(out or gif), keep_observed=bool(gif), progress=_progress_printer(quiet),
+                          note=note, read_timeout=connect_timeout)
+    finally:
+        fc.close()
     if not quiet:
         click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
     summary = rep.summary()
@@ -134,10 +136,11 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     for line in lines:
         click.echo(line, err=True)
     if rep.interrupted:
+        say_error("interrupted")
         return 130
     failed = [s.error for s in rep.streams if s.error]
     if failed:
-        click.echo("error: " + " ".join(failed[0].splitlines()), err=True)
+        say_error(failed[0])
         return 2
     return 0
 
@@ -199,9 +202,6 @@ def video_main(opts: "InferOptions") -> int:
     if batch_size != 1 and batch_size > len(inputs):
         raise InputError(f"--batch-size {batch_size} is more than the {len(inputs)} video input(s)")
     slots = len(inputs) if batch_size == 1 else batch_size
-    try:
-        return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
-                         as_json=opts.as_json, force=opts.force)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    # Ctrl-C outside the streams (opening the model or a source) is the shared `error: interrupted`, exit 130
+    return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
+                     as_json=opts.as_json, force=opts.force)
