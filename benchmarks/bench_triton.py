@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,17 +28,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from gmg_deploy.serve.server import free_local_ports
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def start_serve(repo: Path, ports: list[int], timeout_s: float = 180.0) -> subprocess.Popen:
@@ -91,7 +82,7 @@ def main() -> None:
     except SystemExit as e:
         if e.code:
             raise
-    ports = free_ports(3)
+    ports = free_local_ports(3)
     proc = start_serve(work / "repo", ports)
     url = f"triton://127.0.0.1:{ports[0]}/gmg"
     lat: list[list[float]] = [[] for _ in range(S)]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,21 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import write_lightning_ckpt
+from gmg_deploy.serve.server import free_local_ports
 
 HAVE_SERVE = importlib.util.find_spec("tritonclient") is not None and importlib.util.find_spec("pytriton") is not None
 pytestmark = pytest.mark.skipif(not HAVE_SERVE, reason="needs tritonclient + nvidia-pytriton (pip install gmg-deploy[serve])")
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def descendants(pid: int) -> set[int]:
@@ -65,7 +55,7 @@ class Served:
     """``gmg-serve REPO`` in a subprocess on free ports; waits (bounded) for its 'serving' line."""
 
     def __init__(self, repo: Path, timeout_s: float = 120.0) -> None:
-        self.grpc, self.http, self.metrics = free_ports(3)
+        self.grpc, self.http, self.metrics = free_local_ports(3)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gmg_deploy.cli.serve_cmd", str(repo), "--grpc-port", str(self.grpc),

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from gmg_deploy import load_checkpoint
 from gmg_deploy.cli.infer_cmd import main
+from gmg_deploy.serve.server import free_local_ports
 from gmg_deploy.video.panel import panel_geometry
 from video_helpers import demo_frames, encode_clip, read_clip
 
@@ -76,12 +77,6 @@ def test_two_inputs_npz_equal_each_alone(tmp_path, onnx_path, clips):
     assert (len(frames), fps, size) == (11, 12.0, panel_geometry((16, 16), 4, rows=2).size)  # fps of the first
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("case,msg", [
     ("rtsp", "error: cannot connect to rtsp://127.0.0.1:{port}/cam (Connection refused) within 2 s"),
     ("http", "error: cannot connect to http://127.0.0.1:{port}/v.mp4 (Connection refused)"),
@@ -100,7 +95,7 @@ def _free_port() -> int:
     ("timeout", "error: --connect-timeout 0 must be > 0 seconds"),
 ])
 def test_bad_inputs_one_line_exit_2(tmp_path, onnx_path, clips, case, msg):
-    port = _free_port()
+    port = free_local_ports(1)[0]
     args = ["--engine", onnx_path, "--quiet"]
     grey = str(clips["grey"])
     if case == "rtsp":

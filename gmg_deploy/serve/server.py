@@ -24,6 +24,20 @@ from gmg_deploy.errors import ServeError
 INSTALL_HINT = "pip install gmg-deploy[serve]"
 
 
+def free_local_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` right now (bound together, then released) for a local server."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 @dataclass(frozen=True)
 class ServerBinary:
     """The ``tritonserver`` to run, its extra library folder and backend folder (None: the server's own)."""
