@@ -256,3 +256,21 @@ def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, onnx
     preds = np.load(out)
     assert preds["input0"].shape[0] == 11 and 0 < preds["input1"].shape[0] == live["frames"]
     assert len(read_clip(vid)[0]) > 0 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_gif_alone_keeps_a_bounded_window_and_draws_the_same_strip(tmp_path, onnx_path, clips):
+    """--gif without --out keeps only the frames the strip needs (pre + K + 1 per stream): same GIF as with --out."""
+    from gmg_deploy.cli.infer_video import gif_window
+    from gmg_deploy.video.stream import _store
+
+    full, alone = tmp_path / "full.gif", tmp_path / "alone.gif"
+    r1 = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", full, "--out",
+               tmp_path / "p.npy", "--quiet"])
+    r2 = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", alone, "--quiet"])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert full.read_bytes() == alone.read_bytes()
+    window = gif_window(4, 3)                      # gmg_tiny: pre 4, K = 3
+    assert window == 8 < 11                        # the 11-frame clip is longer than the window kept
+    kept = _store(window)
+    kept.extend(range(11))
+    assert list(kept) == list(range(3, 11)) and _store(True) == []

@@ -60,14 +60,24 @@ def _progress_printer(quiet: bool) -> Any:
 
 
 def _write_gif(path: Path, pre_n: int, res: Any, pre: Any) -> tuple[int, tuple[int, int]]:
-    """The GIF of the first source: the last frame with K frames of truth after it (else the last frame)."""
+    """The GIF of the first source: the last frame with K frames of truth after it (else the last frame).
+
+    ``res.observed``/``res.preds`` may hold only the most recent frames (see :func:`gif_window`); both end at
+    the same, last processed frame.
+    """
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
 
-    obs, preds = np.stack(res.observed), np.stack(res.preds)
-    T, K = obs.shape[0], preds.shape[1]
-    t0 = T - 1 - K if T > K else T - 1
-    truth = pre.to_unit(obs[t0 + 1 : t0 + 1 + K]) if T > K else None
-    return write_strip_gif(path, pre.to_unit(obs[max(0, t0 - pre_n + 1) : t0 + 1]), pre.to_unit(preds[t0]), truth)
+    obs, preds = np.stack(res.observed), list(res.preds)
+    K = preds[-1].shape[0]
+    back = K if obs.shape[0] > K else 0  # frames of truth after the forecast shown
+    o0, p0 = obs.shape[0] - 1 - back, len(preds) - 1 - back
+    truth = pre.to_unit(obs[o0 + 1 : o0 + 1 + K]) if back else None
+    return write_strip_gif(path, pre.to_unit(obs[max(0, o0 - pre_n + 1) : o0 + 1]), pre.to_unit(preds[p0]), truth)
+
+
+def gif_window(pre_n: int, horizon: int) -> int:
+    """Frames the GIF needs from the end of a stream: ``pre_n`` observed, the forecast, ``horizon`` of truth."""
+    return pre_n + horizon + 1
 
 
 def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
@@ -99,9 +109,11 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
         K = fc.config.aft_seq_length if horizon is None else horizon
         pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
         sources = open_sources(inputs, connect_timeout)
+        window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
         note = (lambda s: click.echo(s, err=True))
         rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
-                          keep_preds=bool(out or gif), keep_observed=bool(gif), progress=_progress_printer(quiet),
+                          keep_preds=True if out else (window if gif else False),
+                          keep_observed=window if gif else False, progress=_progress_printer(quiet),
                           note=note, read_timeout=connect_timeout)
     finally:
         fc.close()

@@ -22,6 +22,15 @@ from gmg_deploy.video.preprocess import Preprocessor
 from gmg_deploy.video.source import FrameSource, LatestFrameReader, SourceError, SyncReader
 
 DEFAULT_FPS = 30.0
+#: Latency percentiles cover the most recent frames only, so a days-long live run keeps bounded memory.
+LATENCY_WINDOW = 100_000
+
+
+def _store(keep: bool | int) -> Any:
+    """Where a stream keeps its per-frame arrays: ``True`` all of them, an int ``n`` only the last ``n``."""
+    if isinstance(keep, bool):
+        return []
+    return collections.deque(maxlen=int(keep))
 
 
 @dataclass
@@ -35,8 +44,8 @@ class StreamResult:
     frames: int = 0
     dropped: int = 0
     error: str | None = None
-    preds: list[np.ndarray] = field(default_factory=list)     # (K,C,H,W) per frame, model units
-    observed: list[np.ndarray] = field(default_factory=list)  # (C,H,W) per frame, model units
+    preds: Any = field(default_factory=list)     # (K,C,H,W) per frame, model units (a list, or a bounded deque)
+    observed: Any = field(default_factory=list)  # (C,H,W) per frame, model units (likewise)
 
 
 @dataclass
@@ -46,7 +55,8 @@ class VideoReport:
     streams: list[StreamResult]
     horizon: int
     realtime: bool
-    latencies_s: list[float] = field(default_factory=list)
+    #: decode-to-forecast latency of the last :data:`LATENCY_WINDOW` frames
+    latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
     model_s: float = 0.0
     model_steps: int = 0
     steps: int = 0
@@ -106,8 +116,8 @@ def run_streams(
     fit: str = "crop",
     realtime: bool | None = None,
     video_out: str | Path | None = None,
-    keep_preds: bool = False,
-    keep_observed: bool = False,
+    keep_preds: bool | int = False,
+    keep_observed: bool | int = False,
     on_step: Callable[[int], None] | None = None,
     progress: Callable[[VideoReport], None] | None = None,
     note: Callable[[str], None] | None = None,
@@ -119,6 +129,8 @@ def run_streams(
     ``realtime`` (default: on when any source is live) decodes in background threads and forecasts from
     the newest frame, dropping stale ones; a file is then released at its own fps, as a live source.
     The panel video (``video_out``) gets one row per source and a "true t+K" column when a source is a file.
+    ``keep_preds``/``keep_observed``: keep each frame's forecast / model input in the report's streams -
+    ``True`` every frame, an int ``n`` only the last ``n`` (bounded memory on a live source).
     """
     if isinstance(horizon, bool) or int(horizon) < 1:
         raise InputError(f"--horizon {horizon} must be >= 1")
@@ -130,7 +142,8 @@ def run_streams(
     B = fc.batch_size
     live = any(s.is_live for s in sources)
     realtime = live if realtime is None else bool(realtime)
-    report = VideoReport([StreamResult(s.spec, s.kind, s.fps, s.size) for s in sources], K, realtime)
+    report = VideoReport([StreamResult(s.spec, s.kind, s.fps, s.size, preds=_store(keep_preds),
+                                       observed=_store(keep_observed)) for s in sources], K, realtime)
     with_truth = any(not s.is_live for s in sources)
     labels = column_labels(K, with_truth)
     delay = K if with_truth else 0
