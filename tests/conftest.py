@@ -53,6 +53,22 @@ def write_lightning_ckpt(name: str, path: Path, *, hparams_update: dict | None =
     return path
 
 
+def run_step_chain(sess, model, frames: np.ndarray) -> np.ndarray:
+    """Drive an ONNX step graph (ORT session) through pre+aft-1 steps from zero state -> every step's output."""
+    cfg = model.config
+    state = {n: np.zeros(s, np.float32) for n, s in model.state_shapes(frames.shape[0]).items()}
+    x, outs = None, []
+    for t in range(cfg.total_steps):
+        inp = frames[:, t] if t < cfg.pre_seq_length else x
+        res = sess.run(None, {"frame": inp, **{"state_in." + k: v for k, v in state.items()}})
+        names = [o.name for o in sess.get_outputs()]
+        got = dict(zip(names, res))
+        x = got["next_frame"]
+        state = {k: got["state_out." + k] for k in state}
+        outs.append(x)
+    return np.stack(outs, 1)
+
+
 @pytest.fixture(scope="session")
 def ckpt_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("ckpts")

@@ -5,13 +5,13 @@ import collections
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import FIXTURE_NAMES, fixture_golden, write_lightning_ckpt
+from conftest import FIXTURE_NAMES, fixture_golden, run_step_chain, write_lightning_ckpt
 from gmg_deploy.errors import GMGError
+from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.export import export_model, read_metadata
 from gmg_deploy.model import load_checkpoint
 
@@ -36,31 +36,9 @@ def exports(tmp_path_factory, ckpt_dir):
     return get
 
 
-def _session(path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def _frames(name: str, batch: int) -> torch.Tensor:
     fr = torch.from_numpy(fixture_golden(name)["frames"])
     return fr[[0, 1, 0][:batch]] if batch == 3 else fr[:batch]
-
-
-def run_step_chain(sess, model, frames: np.ndarray) -> np.ndarray:
-    """Drive the step graph through pre+aft-1 steps from zero state -> every step's output."""
-    cfg = model.config
-    state = {n: np.zeros(s, np.float32) for n, s in model.state_shapes(frames.shape[0]).items()}
-    x, outs = None, []
-    for t in range(cfg.total_steps):
-        inp = frames[:, t] if t < cfg.pre_seq_length else x
-        res = sess.run(None, {"frame": inp, **{"state_in." + k: v for k, v in state.items()}})
-        names = [o.name for o in sess.get_outputs()]
-        got = dict(zip(names, res))
-        x = got["next_frame"]
-        state = {k: got["state_out." + k] for k in state}
-        outs.append(x)
-    return np.stack(outs, 1)
 
 
 def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -74,7 +52,7 @@ def _check(a: np.ndarray, b: np.ndarray, what: str) -> None:
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_step_graph_chained_matches_pytorch(exports, name, warp, mode):
     res, model = exports(name, "step", warp, mode)
-    sess = _session(res.path)
+    sess = make_session(res.path)
     for batch in (1, 3):  # one dynamic-batch file
         frames = _frames(name, batch)
         want = model.predict(frames, batch_invariant=mode == "invariant", all_steps=True).numpy()
@@ -93,7 +71,7 @@ def test_step_graph_chained_matches_pytorch(exports, name, warp, mode):
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_sequence_graph_matches_pytorch(exports, name, warp, mode):
     res, model = exports(name, "sequence", warp, mode)
-    sess = _session(res.path)
+    sess = make_session(res.path)
     pre = model.config.pre_seq_length
     for batch in (1, 3):
         frames = _frames(name, batch)
@@ -108,7 +86,7 @@ def test_sequence_graph_matches_pytorch(exports, name, warp, mode):
 def test_reference_mode_batch3_differs_from_batch1(exports):
     """The growth decay uses the batch index: sample 2 of a batch of 3 is not what it gets alone."""
     res, model = exports("gmg_tiny", "sequence", "gridsample", "reference")
-    sess = _session(res.path)
+    sess = make_session(res.path)
     pre = model.config.pre_seq_length
     frames = _frames("gmg_tiny", 3)[:, :pre].numpy()
     batched = sess.run(["preds"], {"frames": frames})[0]
@@ -198,7 +176,7 @@ def test_fixed_batch_export(tmp_path, motionrnn_ckpt):
     assert read_metadata(res.path)["batch"] == 2
     g = fixture_golden("motionrnn_tiny")
     pre = model.config.pre_seq_length
-    got = _session(res.path).run(["preds"], {"frames": g["frames"][:, :pre]})[0]
+    got = make_session(res.path).run(["preds"], {"frames": g["frames"][:, :pre]})[0]
     _check(got, g["preds_single"], "sequence motionrnn fixed batch 2")
 
 

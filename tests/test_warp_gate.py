@@ -7,13 +7,13 @@ import json
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import fixture_golden, fixture_hparams, write_lightning_ckpt
+from conftest import fixture_golden, fixture_hparams, run_step_chain, write_lightning_ckpt
 from gmg_deploy.errors import ConfigError, GMGError
+from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.export import build_proto, export_model, read_metadata
 from gmg_deploy.model import ModelConfig, load_checkpoint
 
@@ -43,12 +43,6 @@ def pub_exports(tmp_path_factory, pub_ckpts):
         return cache[key]
 
     return get
-
-
-def _session(path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def _err(a, b) -> float:
@@ -130,27 +124,13 @@ def test_motionrnn_pub9_shapes(pub_ckpts):
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime parity
-def _step_chain(sess, model, frames):
-    cfg = model.config
-    state = {n: np.zeros(s, np.float32) for n, s in model.state_shapes(frames.shape[0]).items()}
-    names = [o.name for o in sess.get_outputs()]
-    x, outs = None, []
-    for t in range(cfg.total_steps):
-        got = dict(zip(names, sess.run(None, {"frame": frames[:, t] if t < cfg.pre_seq_length else x,
-                                               **{"state_in." + k: v for k, v in state.items()}})))
-        x = got["next_frame"]
-        state = {k: got["state_out." + k] for k in state}
-        outs.append(x)
-    return np.stack(outs, 1)
-
-
 @pytest.mark.parametrize("mode", ["invariant", "reference"])
 @pytest.mark.parametrize("warp", ["gridsample", "gather"])
 @pytest.mark.parametrize("name", PUB9)
 def test_pub9_onnx_step_chain_matches_golden(pub_exports, name, warp, mode):
     path, model = pub_exports(name, "step", warp, mode)
     g = fixture_golden(name)
-    got = _step_chain(_session(path), model, g["frames"])
+    got = run_step_chain(make_session(path), model, g["frames"])
     assert _err(got, g["all_steps_single"] if mode == "invariant" else g["all_steps"]) < TOL
 
 
@@ -159,7 +139,7 @@ def test_pub9_onnx_step_chain_matches_golden(pub_exports, name, warp, mode):
 def test_pub9_onnx_sequence_matches_golden(pub_exports, name, mode):
     path, model = pub_exports(name, "sequence", "gridsample", mode)
     g = fixture_golden(name)
-    got = _session(path).run(["preds"], {"frames": g["frames"][:, :model.config.pre_seq_length]})[0]
+    got = make_session(path).run(["preds"], {"frames": g["frames"][:, :model.config.pre_seq_length]})[0]
     assert _err(got, g["preds_single"] if mode == "invariant" else g["preds"]) < TOL
     meta = read_metadata(path)
     assert meta["warp_gate"] == meta["config"]["warp_gate"] == "published"
