@@ -51,6 +51,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def assert_exited(pids: set[int], what: str, timeout_s: float = 20.0) -> None:
+    """Every process in ``pids`` is gone within ``timeout_s`` (bounded wait), else fail with ``what``."""
+    t_end = time.monotonic() + timeout_s
+    while any(alive(p) for p in pids) and time.monotonic() < t_end:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], what
+
+
 class Served:
     """``gmg-serve REPO`` in a subprocess on free ports; waits (bounded) for its 'serving' line."""
 
@@ -175,10 +183,7 @@ def test_live_streams_match_local(served_repo):
             assert server.stop(signal.SIGINT) == 130
         finally:
             server.kill()
-        t_end = time.monotonic() + 20
-        while any(alive(p) for p in kids) and time.monotonic() < t_end:
-            time.sleep(0.2)
-        assert not [p for p in kids if alive(p)], "processes left after gmg-serve stopped"
+        assert_exited(kids, "processes left after gmg-serve stopped")
 
 
 def test_infer_cli_over_triton(served_repo, tmp_path):
@@ -221,7 +226,4 @@ def test_two_quick_ctrl_c_still_stop_the_whole_server(served_repo):
         assert server.proc.wait(60) == 130
     finally:
         server.kill()
-    t_end = time.monotonic() + 20
-    while any(alive(p) for p in kids) and time.monotonic() < t_end:
-        time.sleep(0.2)
-    assert not [p for p in kids if alive(p)], "processes left after two Ctrl-C"
+    assert_exited(kids, "processes left after two Ctrl-C")
