@@ -87,6 +87,19 @@ def motionrnn_ckpt(ckpt_dir) -> Path:
     return ckpt_dir / "motionrnn_tiny.ckpt"
 
 
+@pytest.fixture(scope="session")
+def video_onnx_path(tmp_path_factory, gmg_ckpt) -> Path:
+    """The tiny GMG fixture (1x16x16, aft 4) as an ONNX step graph with test_mean 0.1 / test_std 0.5 set."""
+    from gmg_deploy.export import export_model
+    from gmg_deploy.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(gmg_ckpt)
+    model.test_mean, model.test_std = np.array(0.1), np.array(0.5)
+    p = tmp_path_factory.mktemp("video") / "gmg_tiny.onnx"
+    export_model(model, p, graph="step")
+    return p
+
+
 @pytest.fixture(params=FIXTURE_NAMES)
 def fixture_name(request) -> str:
     return request.param

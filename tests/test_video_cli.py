@@ -11,24 +11,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gmg_deploy import load_checkpoint
 from gmg_deploy.cli.infer_cmd import main
 from gmg_deploy.serve.server import free_local_ports
 from gmg_deploy.video.panel import panel_geometry
 from video_helpers import demo_frames, encode_clip, read_clip
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory, gmg_ckpt):
-    from gmg_deploy.export import export_model
-
-    model = load_checkpoint(gmg_ckpt)
-    model.test_mean, model.test_std = np.array(0.1), np.array(0.5)
-    p = tmp_path_factory.mktemp("vcli") / "gmg_tiny.onnx"
-    export_model(model, p, graph="step")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +30,9 @@ def _run(args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_video_file_to_panel_video_preds_and_report(tmp_path, onnx_path, clips):
+def test_video_file_to_panel_video_preds_and_report(tmp_path, video_onnx_path, clips):
     out, vid, gif = tmp_path / "p.npy", tmp_path / "panel.mp4", tmp_path / "s.gif"
-    r = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--video-out", vid,
+    r = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--horizon", 3, "--video-out", vid,
               "--out", out, "--gif", gif, "--json", "--quiet"])
     assert r.exit_code == 0, r.output
     rep = json.loads(r.output[r.output.index("{"): r.output.rindex("}") + 1])
@@ -56,7 +44,7 @@ def test_video_file_to_panel_video_preds_and_report(tmp_path, onnx_path, clips):
     assert (len(frames), fps, size) == (11, 12.0, panel_geometry((16, 16), 4).size)
     preds = np.load(out)
     assert preds.shape == (11, 3, 1, 16, 16)
-    r2 = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--out", tmp_path / "d.npy",
+    r2 = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--horizon", 3, "--out", tmp_path / "d.npy",
                "--denormalize", "--quiet"])
     assert r2.exit_code == 0, r2.output
     np.testing.assert_allclose(np.load(tmp_path / "d.npy"), preds * 0.5 + 0.1, atol=1e-6)  # test_std, test_mean
@@ -64,13 +52,13 @@ def test_video_file_to_panel_video_preds_and_report(tmp_path, onnx_path, clips):
     assert gif.stat().st_size > 0 and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_two_inputs_npz_equal_each_alone(tmp_path, onnx_path, clips):
-    r = _run(["--engine", onnx_path, "--input", clips["grey"], "--input", clips["colour"], "--out",
+def test_two_inputs_npz_equal_each_alone(tmp_path, video_onnx_path, clips):
+    r = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--input", clips["colour"], "--out",
               tmp_path / "both.npz", "--video-out", tmp_path / "both.mkv", "--quiet", "--fit", "pad"])
     assert r.exit_code == 0, r.output
     both = np.load(tmp_path / "both.npz")
     for i, name in enumerate(("grey", "colour")):
-        assert _run(["--engine", onnx_path, "--input", clips[name], "--out", tmp_path / f"{name}.npy", "--quiet",
+        assert _run(["--engine", video_onnx_path, "--input", clips[name], "--out", tmp_path / f"{name}.npy", "--quiet",
                      "--fit", "pad"]).exit_code == 0
         np.testing.assert_allclose(both[f"input{i}"], np.load(tmp_path / f"{name}.npy"), atol=1e-5)
     frames, fps, size = read_clip(tmp_path / "both.mkv")
@@ -94,9 +82,9 @@ def test_two_inputs_npz_equal_each_alone(tmp_path, onnx_path, clips):
     ("arrayopt", "error: --video-out applies to video inputs"),
     ("timeout", "error: --connect-timeout 0 must be > 0 seconds"),
 ])
-def test_bad_inputs_one_line_exit_2(tmp_path, onnx_path, clips, case, msg):
+def test_bad_inputs_one_line_exit_2(tmp_path, video_onnx_path, clips, case, msg):
     port = free_local_ports(1)[0]
-    args = ["--engine", onnx_path, "--quiet"]
+    args = ["--engine", video_onnx_path, "--quiet"]
     grey = str(clips["grey"])
     if case == "rtsp":
         args += ["--input", f"rtsp://127.0.0.1:{port}/cam", "--connect-timeout", 2]
@@ -144,24 +132,24 @@ def test_bad_inputs_one_line_exit_2(tmp_path, onnx_path, clips, case, msg):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_without_pyav_one_line_names_the_extra(tmp_path, onnx_path, clips):
+def test_without_pyav_one_line_names_the_extra(tmp_path, video_onnx_path, clips):
     """PyAV made unimportable in a child interpreter (sys.modules['av'] = None): one line, exit 2."""
     code = ("import sys; sys.modules['av'] = None; from gmg_deploy.cli.infer_cmd import main; "
-            f"main(['--engine', {str(onnx_path)!r}, '--input', {str(clips['grey'])!r}, '--quiet'])")
+            f"main(['--engine', {str(video_onnx_path)!r}, '--input', {str(clips['grey'])!r}, '--quiet'])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().splitlines() == [
         "error: video input/output needs PyAV, which is not installed; run: pip install gmg-deploy[video]"]
 
 
-def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, onnx_path):
+def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, video_onnx_path):
     """SIGINT to a --realtime run (a file released at 30 fps): exit 130, the panel video holds what was done."""
     import signal
     import time
 
     clip = encode_clip(tmp_path / "long.mkv", demo_frames(300, 16, 16, False), fps=30)  # 10 s
     vid = tmp_path / "part.mp4"
-    p = subprocess.Popen([sys.executable, "-m", "gmg_deploy.cli.infer_cmd", "--engine", str(onnx_path), "--input",
+    p = subprocess.Popen([sys.executable, "-m", "gmg_deploy.cli.infer_cmd", "--engine", str(video_onnx_path), "--input",
                           str(clip), "--realtime", "--horizon", "2", "--video-out", str(vid), "--json"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import threading
@@ -221,7 +209,7 @@ def _resetting_http_server(payload: bytes, send: int):
     return srv, f"http://127.0.0.1:{srv.server_address[1]}/live.ts"
 
 
-def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, onnx_path, clips):
+def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, video_onnx_path, clips):
     """One live source dies mid-way (connection reset): the other source finishes, the outputs hold every
     processed frame, the report says partial, and the command ends with one error line naming the source, exit 2."""
     import av
@@ -241,7 +229,7 @@ def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, onnx
     srv, url = _resetting_http_server(payload, len(payload) // 2)
     try:
         out, vid = tmp_path / "p.npz", tmp_path / "panel.mp4"
-        r = _run(["--engine", onnx_path, "--input", clips["grey"], "--input", url, "--no-realtime", "--horizon", 2,
+        r = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--input", url, "--no-realtime", "--horizon", 2,
                   "--out", out, "--video-out", vid, "--json", "--quiet", "--connect-timeout", 5])
     finally:
         srv.shutdown()
@@ -258,15 +246,15 @@ def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, onnx
     assert len(read_clip(vid)[0]) > 0 and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_gif_alone_keeps_a_bounded_window_and_draws_the_same_strip(tmp_path, onnx_path, clips):
+def test_gif_alone_keeps_a_bounded_window_and_draws_the_same_strip(tmp_path, video_onnx_path, clips):
     """--gif without --out keeps only the frames the strip needs (pre + K + 1 per stream): same GIF as with --out."""
     from gmg_deploy.cli.infer_video import gif_window
     from gmg_deploy.video.stream import _store
 
     full, alone = tmp_path / "full.gif", tmp_path / "alone.gif"
-    r1 = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", full, "--out",
+    r1 = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", full, "--out",
                tmp_path / "p.npy", "--quiet"])
-    r2 = _run(["--engine", onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", alone, "--quiet"])
+    r2 = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--horizon", 3, "--gif", alone, "--quiet"])
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
     assert full.read_bytes() == alone.read_bytes()
     window = gif_window(4, 3)                      # gmg_tiny: pre 4, K = 3

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from gmg_deploy import load_checkpoint
 from gmg_deploy.errors import InputError
 from gmg_deploy.runtime import Forecaster
 from gmg_deploy.video.panel import GAP, LABEL_H, column_labels, panel_geometry, render_panel
@@ -25,18 +24,6 @@ def _blocks(a: np.ndarray, fy: int, fx: int) -> np.ndarray:
     """Mean over fy x fx blocks of ``(h, w)``."""
     h, w = a.shape
     return a.reshape(h // fy, fy, w // fx, fx).mean(axis=(1, 3))
-
-
-@pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory, gmg_ckpt):
-    """The tiny GMG fixture (1x16x16, aft 4) as an ONNX step graph with test_mean/test_std set."""
-    from gmg_deploy.export import export_model
-
-    model = load_checkpoint(gmg_ckpt)
-    model.test_mean, model.test_std = np.array(0.1), np.array(0.5)
-    p = tmp_path_factory.mktemp("video") / "gmg_tiny.onnx"
-    export_model(model, p, graph="step")
-    return p
 
 
 def test_preprocess_crop_pad_stretch_against_numpy():
@@ -174,9 +161,9 @@ def test_writer_atomic_fps_and_frames(tmp_path):
         VideoWriter(tmp_path / "b.mp4", 10, (64, 48)).write(np.zeros((48, 60, 3), np.uint8))
 
 
-def _reference(onnx_path, clip, K: int, fit: str = "crop") -> np.ndarray:
+def _reference(video_onnx_path, clip, K: int, fit: str = "crop") -> np.ndarray:
     """Forecasts of one clip computed here with the plain Forecaster API, frame by frame."""
-    fc = Forecaster.open(onnx_path)
+    fc = Forecaster.open(video_onnx_path)
     pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)
     out = []
     for f in FrameSource(str(clip)):
@@ -185,15 +172,15 @@ def _reference(onnx_path, clip, K: int, fit: str = "crop") -> np.ndarray:
     return np.stack(out)
 
 
-def test_round_trip_decode_forecast_encode(tmp_path, onnx_path):
+def test_round_trip_decode_forecast_encode(tmp_path, video_onnx_path):
     clip = encode_clip(tmp_path / "c.mkv", demo_frames(14, 24, 40, True), fps=12)
-    fc = Forecaster.open(onnx_path)
+    fc = Forecaster.open(video_onnx_path)
     rep = run_streams(fc, open_sources([str(clip)]), horizon=3, video_out=tmp_path / "o.mp4", keep_preds=True,
                       keep_observed=True)
     s = rep.summary()
     assert (s["frames"], s["steps"], s["dropped"], s["video_frames"], s["partial"]) == (14, 14, 0, 14, False)
     preds = np.stack(rep.streams[0].preds)
-    np.testing.assert_allclose(preds, _reference(onnx_path, clip, 3), atol=1e-6)
+    np.testing.assert_allclose(preds, _reference(video_onnx_path, clip, 3), atol=1e-6)
     frames, fps, size = read_clip(tmp_path / "o.mp4")
     geo = panel_geometry((16, 16), 4, 1)
     assert (len(frames), fps, size) == (14, 12.0, geo.size)
@@ -211,25 +198,25 @@ def test_round_trip_decode_forecast_encode(tmp_path, onnx_path):
     assert rep.latencies_s and s["model_ms_per_step"] > 0 and s["end_to_end_fps"] > 0
 
 
-def test_two_videos_in_one_batch_equal_each_alone_and_freed_slots(tmp_path, onnx_path):
+def test_two_videos_in_one_batch_equal_each_alone_and_freed_slots(tmp_path, video_onnx_path):
     a = encode_clip(tmp_path / "a.mkv", demo_frames(12, 30, 30, False, seed=3), fps=10)
     b = encode_clip(tmp_path / "b.mkv", demo_frames(7, 18, 26, True, seed=4), fps=10)
-    ref_a, ref_b = _reference(onnx_path, a, 4), _reference(onnx_path, b, 4)
-    rep = run_streams(Forecaster.open(onnx_path, batch_size=2), open_sources([str(a), str(b)]), horizon=4,
+    ref_a, ref_b = _reference(video_onnx_path, a, 4), _reference(video_onnx_path, b, 4)
+    rep = run_streams(Forecaster.open(video_onnx_path, batch_size=2), open_sources([str(a), str(b)]), horizon=4,
                       keep_preds=True)
     assert [s.frames for s in rep.streams] == [12, 7] and rep.steps == 12  # b ended, a went on
     np.testing.assert_allclose(np.stack(rep.streams[0].preds), ref_a, atol=1e-5)
     np.testing.assert_allclose(np.stack(rep.streams[1].preds), ref_b, atol=1e-5)
     # one slot, two sources: b waits for a's slot, which is reset for it
-    rep = run_streams(Forecaster.open(onnx_path, batch_size=1), open_sources([str(a), str(b)]), horizon=4,
+    rep = run_streams(Forecaster.open(video_onnx_path, batch_size=1), open_sources([str(a), str(b)]), horizon=4,
                       keep_preds=True)
     assert [s.frames for s in rep.streams] == [12, 7] and rep.steps == 19
     np.testing.assert_allclose(np.stack(rep.streams[1].preds), ref_b, atol=1e-5)
 
 
-def test_drop_policy_with_a_slowed_backend(tmp_path, onnx_path):
+def test_drop_policy_with_a_slowed_backend(tmp_path, video_onnx_path):
     clip = encode_clip(tmp_path / "live.mkv", demo_frames(45, 32, 32, False), fps=30)
-    rep = run_streams(Forecaster.open(onnx_path), open_sources([str(clip)]), horizon=2, realtime=True,
+    rep = run_streams(Forecaster.open(video_onnx_path), open_sources([str(clip)]), horizon=2, realtime=True,
                       on_step=lambda step: time.sleep(0.1))  # the backend takes > 0.1 s per frame: ~3 frames
     s = rep.summary()
     assert s["realtime"] and s["frames"] + s["dropped"] == 45
@@ -237,7 +224,7 @@ def test_drop_policy_with_a_slowed_backend(tmp_path, onnx_path):
     # newest frame first: a frame waits at most one slow step (plus scheduling noise), not the whole backlog
     assert s["latency_ms"]["p50"] < 400  # a backlog of 45 frames at 0.1 s each would reach seconds
     # without --realtime the same file is read frame by frame: nothing dropped
-    rep = run_streams(Forecaster.open(onnx_path), open_sources([str(clip)]), horizon=2)
+    rep = run_streams(Forecaster.open(video_onnx_path), open_sources([str(clip)]), horizon=2)
     assert (rep.frames, rep.dropped) == (45, 0)
 
 
@@ -254,7 +241,7 @@ def test_reader_queue_is_bounded(tmp_path):
     r.close()
 
 
-def test_interrupt_keeps_what_was_processed(tmp_path, onnx_path):
+def test_interrupt_keeps_what_was_processed(tmp_path, video_onnx_path):
     clip = encode_clip(tmp_path / "c.mkv", demo_frames(20, 16, 16, False), fps=10)
 
     def stop_at_6(step):
@@ -262,7 +249,7 @@ def test_interrupt_keeps_what_was_processed(tmp_path, onnx_path):
             raise KeyboardInterrupt
 
     out = tmp_path / "part.mp4"
-    rep = run_streams(Forecaster.open(onnx_path), open_sources([str(clip)]), horizon=2, video_out=out,
+    rep = run_streams(Forecaster.open(video_onnx_path), open_sources([str(clip)]), horizon=2, video_out=out,
                       on_step=stop_at_6)
     assert rep.interrupted and rep.partial and rep.video_frames == 5 == rep.frames
     assert len(read_clip(out)[0]) == 5 and not list(tmp_path.glob(".*.tmp"))
