@@ -18,8 +18,6 @@ from gmg_deploy.export.signature import state_in, state_name, state_out
 
 FLAVOURS = ("implicit", "python")
 STRATEGIES = ("oldest", "direct")
-#: First opset whose GridSample TensorRT misreads (TensorRT issue #4646); see export.trt_lint.
-TRT_MAX_OPSET = 19
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 

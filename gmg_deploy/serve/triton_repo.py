@@ -15,8 +15,9 @@ from typing import Any
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, read_metadata, signature_of
+from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET, check_tensorrt_compat
 from gmg_deploy.io import OutputError, umask_mode
-from gmg_deploy.serve.triton_config import (TRT_MAX_OPSET, ServeOptions, check_forecast_metadata, check_options,
+from gmg_deploy.serve.triton_config import (ServeOptions, check_forecast_metadata, check_options,
                                             config_text)
 
 DEFAULT_MAX_BATCH = 8
@@ -37,16 +38,6 @@ class RepoEntry:
                 "horizon": self.horizon, "states": self.states}
 
 
-def _onnx_opset(path: Path) -> int | None:
-    import onnx
-
-    try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception:  # unreadable: nothing to check against
-        return None
-    return max((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
 def _plan_info(plan: Path, max_batch: int | None) -> tuple[dict[str, Any], int]:
     """Metadata and max batch of a TensorRT engine from its ``.plan.json`` sidecar (gmg-build)."""
     from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
@@ -64,10 +55,11 @@ def _plan_info(plan: Path, max_batch: int | None) -> tuple[dict[str, Any], int]:
         raise InputError(f"--max-batch {max_batch} exceeds the engine's profile maximum {hi}; "
                          f"use <= {hi} or rebuild with gmg-build --max-batch {max_batch}")
     onnx_path = Path(str(doc.get("onnx") or ""))
-    opset = _onnx_opset(onnx_path) if onnx_path.is_file() else meta.get("opset")
-    if opset is not None and int(opset) > TRT_MAX_OPSET:
-        raise InputError(f"{plan} was built from an opset {opset} graph: TensorRT reads its GridSample modes as "
-                         "nearest (TensorRT issue #4646); re-export with --opset 17 and rebuild")
+    if onnx_path.is_file():  # the graph the engine was built from: the TensorRT lint (GridSample at opset >= 20, ...)
+        check_tensorrt_compat(onnx_path)
+    elif meta.get("opset") is not None and int(meta["opset"]) >= GRIDSAMPLE_BAD_OPSET:
+        raise InputError(f"{plan} was built from an opset {meta['opset']} graph: TensorRT reads its GridSample modes "
+                         "as nearest (TensorRT issue #4646); re-export with --opset 17 and rebuild")
     return meta, max_batch or hi
 
 
