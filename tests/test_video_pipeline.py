@@ -253,3 +253,24 @@ def test_interrupt_keeps_what_was_processed(tmp_path, video_onnx_path):
                       on_step=stop_at_6)
     assert rep.interrupted and rep.partial and rep.video_frames == 5 == rep.frames
     assert len(read_clip(out)[0]) == 5 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_writer_respects_the_umask_and_keeps_the_previous_file_on_abort(tmp_path):
+    """The panel video is published like every other output (io.atomic_path): 0666 minus the umask, and an
+    abandoned write leaves the previous file untouched and no temp file."""
+    import os
+    import stat
+
+    out = tmp_path / "v.mp4"
+    old = os.umask(0o022)
+    try:
+        with VideoWriter(out, 10, (64, 48)) as w:
+            w.write(np.zeros((48, 64, 3), np.uint8))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        before = out.read_bytes()
+        w2 = VideoWriter(out, 10, (64, 48))
+        w2.write(np.full((48, 64, 3), 200, np.uint8))
+        w2.abort()
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))

@@ -6,8 +6,6 @@ Frames go to a temporary file beside the target; :meth:`VideoWriter.close` renam
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import OutputError
+from gmg_deploy.io import OutputError, atomic_path
 from gmg_deploy.video.avlib import require_av
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}
@@ -28,6 +26,10 @@ def check_video_out(path: str | Path) -> str:
     if fmt is None:
         raise InputError(f"--video-out {path}: give a {', '.join(CONTAINERS)} file name")
     return fmt
+
+
+class _Aborted(Exception):
+    """Handed to :func:`gmg_deploy.io.atomic_path` to take its failure path (the write is abandoned)."""
 
 
 class VideoWriter:
@@ -46,14 +48,15 @@ class VideoWriter:
             raise InputError(f"output frame rate {fps!r} must be > 0")
         self.size = (int(size[0]), int(size[1]))
         self.frames = 0
-        parent = self.path.parent if str(self.path.parent) else Path(".")
+        # io.atomic_path owns the temp file and the publish: rename with the umask's mode, errors as OutputError
+        self._publish: contextlib.ExitStack | None = contextlib.ExitStack()
+        self._tmp = self._publish.enter_context(atomic_path(self.path))
+        self._container: Any = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
-        except OSError as e:
-            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._container: Any = av.open(str(self._tmp), mode="w", format=fmt)
+            self._container = av.open(str(self._tmp), mode="w", format=fmt)
+        except Exception as e:  # PyAV raises av.error.* (OSError subclasses) and others
+            self.abort()
+            raise OutputError(f"cannot write {self.path}: {getattr(e, 'strerror', None) or e}") from None
         rate = Fraction(fps).limit_denominator(1001)
         self.stream: Any = None
         for codec in CODECS:
@@ -100,10 +103,12 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
         except OSError as e:
             self.abort()
             raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
+        publish, self._publish = self._publish, None
+        if publish is not None:
+            publish.close()  # atomic_path's success path: mode, then rename onto the target
 
     def abort(self) -> None:
         """Drop the temporary file; the target is left as it was."""
@@ -111,8 +116,9 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
-        with contextlib.suppress(OSError):
-            self._tmp.unlink()
+        publish, self._publish = self._publish, None
+        if publish is not None:  # atomic_path's failure path: the temp file is removed, the target untouched
+            publish.__exit__(_Aborted, _Aborted(), None)
 
     def __enter__(self) -> "VideoWriter":
         return self
