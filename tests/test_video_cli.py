@@ -175,10 +175,16 @@ def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, video_onnx_path
     rep = json.loads(out)
     assert rep["interrupted"] and rep["partial"] and 0 < rep["frames"] < 300
     assert "partial: interrupted" in err and "Traceback" not in err
-    frames, fps, _ = read_clip(vid)
+    frames, _, _ = read_clip(vid)
     # every panel written is in the file; the interrupt may land between a forecast and its panel
     assert len(frames) == rep["video_frames"] and rep["frames"] - 1 <= rep["video_frames"] <= rep["frames"]
-    assert fps == 30
+    # the encoded rate is the source's 30 fps. (The container's timestamp-derived average is not asserted here:
+    # an interrupt landing inside the encoder can leave one frame-interval gap in a partial file - seen once as
+    # 29.17 fps in a CI run.)
+    import av
+
+    with av.open(str(vid)) as c:
+        assert c.streams.video[0].codec_context.framerate == 30
     assert not list(tmp_path.glob(".*.tmp"))
 
 
