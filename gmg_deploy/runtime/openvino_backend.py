@@ -103,7 +103,7 @@ class OpenVINOBackend(StepBackend):
             return
         if self.ov_device not in have and not any(d.split(".")[0] == self.ov_device for d in have):
             raise InputError(f"OpenVINO device {self.ov_device} is not available on this machine (it sees "
-                             f"{', '.join(have) or 'none'}); use --device {have[0] if have else 'CPU'}")
+                             f"{', '.join(have) or 'none'}); use --device {(have[0] if have else 'CPU').lower()}")
 
     def device_capabilities(self) -> list[str]:
         """The device's OPTIMIZATION_CAPABILITIES (``FP32``, ``BF16``, ``FP16``, ``INT8``, ...)."""
