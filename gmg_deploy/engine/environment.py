@@ -5,6 +5,7 @@ import importlib
 import platform
 from typing import Any
 
+from gmg_deploy.engine.openvino_import import openvino_devices, openvino_version
 from gmg_deploy.engine.trt_import import tensorrt_version
 
 
@@ -22,6 +23,7 @@ def environment_report() -> dict[str, Any]:
     versions = {k: _version(k) for k in ("torch", "onnx", "onnxruntime")}
     versions["tensorrt"] = tensorrt_version()
     versions.update({k: _version(k) for k in ("polygraphy", "numpy")})
+    versions["openvino"] = openvino_version()
     providers: list[str] = []
     if versions["onnxruntime"]:
         import onnxruntime as ort
@@ -48,14 +50,33 @@ def environment_report() -> dict[str, Any]:
                      "strongly_typed": "always (11.x)" if trt and versions["tensorrt"].startswith("11")
                      else "STRONGLY_TYPED flag (10.x)" if trt else None},
     }
+    ov_devices = openvino_devices()
+    backends.update(_openvino_backends(ov_devices))
     notes = []
+    if versions["openvino"] is None:
+        notes.append("OpenVINO missing (fastest CPU backend, --backend openvino): pip install 'gmg-deploy[openvino]'")
     if versions["tensorrt"] is None:
         notes.append("TensorRT missing: pip install 'gmg-deploy[trt]' from NVIDIA's package index on a CUDA machine")
     elif not gpu:
         notes.append("TensorRT is installed but no CUDA device is visible")
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
-            "backends": backends, "notes": notes}
+            "openvino_devices": ov_devices, "backends": backends, "notes": notes}
+
+
+#: OPTIMIZATION_CAPABILITIES entry -> the precision name gmg-deploy uses (``--precision-hint``, INT8 graphs).
+_OV_PRECISIONS = {"FP32": "fp32", "BF16": "bf16", "FP16": "f16", "INT8": "int8"}
+
+
+def _openvino_backends(devices: list[dict[str, Any]]) -> dict[str, Any]:
+    """``openvino-<device>`` entries: usable, and the precisions its OPTIMIZATION_CAPABILITIES list."""
+    out: dict[str, Any] = {}
+    for d in devices:
+        caps = d.get("capabilities") or []
+        out[f"openvino-{d['name'].lower()}"] = {"usable": True,
+                                                 "precisions": [v for k, v in _OV_PRECISIONS.items() if k in caps]}
+    out.setdefault("openvino-cpu", {"usable": False, "precisions": ["fp32", "bf16", "f16", "int8"]})
+    return out
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -69,6 +90,9 @@ def format_report(rep: dict[str, Any]) -> str:
             lines.append(f"  GPU {d['index']}: {d['name']} (sm {d['compute_capability']})")
     else:
         lines.append("  GPU: none visible")
+    for d in rep.get("openvino_devices", []):
+        lines.append(f"  OpenVINO {d['name']}: {d.get('full_name') or '?'} "
+                     f"(OPTIMIZATION_CAPABILITIES: {', '.join(d.get('capabilities') or []) or 'none'})")
     lines.append("backends:")
     for name, b in rep["backends"].items():
         lines.append(f"  {name:<17} {'yes' if b['usable'] else 'no ':<4} {', '.join(b['precisions'])}")
