@@ -249,3 +249,9 @@ def test_missing_openvino_is_one_line_naming_the_extra(graphs, tmp_path):
     rep = json.loads(p.stdout)
     assert rep["versions"]["openvino"] is None and rep["openvino_devices"] == []
     assert not rep["backends"]["openvino-cpu"]["usable"]
+
+
+def test_batch_over_the_memory_budget_is_refused_before_compiling(graphs, monkeypatch):
+    monkeypatch.setenv("GMG_MEMORY_BUDGET_MB", "0.01")
+    with pytest.raises(InputError, match="over the budget"):
+        Forecaster.open(graphs["gmg_tiny"][0], backend="openvino", batch_size=64)

@@ -89,9 +89,9 @@ class OpenVINOBackend(StepBackend):
             if self.precision_hint != "f32":
                 raise InputError("precision_hint applies to one device (CPU, GPU, NPU), not to AUTO")
         self.config_used = config
+        self._allocate()  # before compiling: refuses a batch over the memory budget; forecast graphs: ``rollout``
         self.compiled = self._compile(config)
         self._check_io()
-        self._allocate()  # forecast graphs: also ``horizon`` and the ``rollout`` buffer
         self._requests: dict[tuple[int, int, bool], Any] = {}
         self._tensors: dict[int, Any] = {}
 
