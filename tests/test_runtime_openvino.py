@@ -225,6 +225,7 @@ def test_doctor_lists_openvino_devices():
     assert rep["backends"]["openvino-cpu"]["usable"]
     text = CliRunner().invoke(main, []).output
     assert "OpenVINO CPU:" in text and "FP32" in text
+    assert "fastest CPU path: --backend openvino" in text
 
 
 def _without_openvino(code: str) -> subprocess.CompletedProcess:
@@ -249,6 +250,7 @@ def test_missing_openvino_is_one_line_naming_the_extra(graphs, tmp_path):
     rep = json.loads(p.stdout)
     assert rep["versions"]["openvino"] is None and rep["openvino_devices"] == []
     assert not rep["backends"]["openvino-cpu"]["usable"]
+    assert "pip install 'gmg-deploy[openvino]'" in rep["recommend"]["cpu"]
 
 
 def test_batch_over_the_memory_budget_is_refused_before_compiling(graphs, monkeypatch):

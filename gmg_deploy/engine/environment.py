@@ -52,6 +52,7 @@ def environment_report() -> dict[str, Any]:
     }
     ov_devices = openvino_devices()
     backends.update(_openvino_backends(ov_devices))
+    recommend = {"cpu": cpu_recommendation(ov_devices, "CPUExecutionProvider" in providers)}
     notes = []
     if versions["openvino"] is None:
         notes.append("OpenVINO missing (fastest CPU backend, --backend openvino): pip install 'gmg-deploy[openvino]'")
@@ -61,7 +62,25 @@ def environment_report() -> dict[str, Any]:
         notes.append("TensorRT is installed but no CUDA device is visible")
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
-            "openvino_devices": ov_devices, "backends": backends, "notes": notes}
+            "openvino_devices": ov_devices, "backends": backends, "recommend": recommend, "notes": notes}
+
+
+def cpu_recommendation(ov_devices: list[dict[str, Any]], have_ort: bool) -> str:
+    """The fastest CPU path measured by benchmarks/bench_cpu_runtimes.py that this machine can run (``--backend
+    auto`` stays "by file type": an .onnx graph opens on ONNX Runtime, whose options --no-spin/io_binding differ)."""
+    cpu = next((d for d in ov_devices if d["name"] == "CPU"), None)
+    if cpu is None:
+        if not have_ort:
+            return "no CPU backend for .onnx graphs: pip install onnxruntime"
+        return ("--backend onnxruntime with an INT8 graph (gmg-export --precision int8 --target cpu); OpenVINO "
+                "(pip install 'gmg-deploy[openvino]') measured faster on CPUs with AMX/AVX512 (README 'OpenVINO')")
+    caps = cpu.get("capabilities") or []
+    fp = ("an FP32 graph with --precision-hint bf16 (BF16 listed)" if "BF16" in caps
+          else "an FP32 graph (no BF16 on this CPU)")
+    int8 = ", or an INT8 graph (gmg-export --precision int8 --target tensorrt)" if "INT8" in caps else ""
+    return (f"--backend openvino: {fp}{int8} (measured fastest at batch 8; at batch 1 ONNX Runtime with an INT8 "
+            "--target cpu graph can be faster); rerun benchmarks/bench_cpu_runtimes.py here to choose "
+            "(README 'OpenVINO')")
 
 
 #: OPTIMIZATION_CAPABILITIES entry -> the precision name gmg-deploy uses (``--precision-hint``, INT8 graphs).
@@ -96,6 +115,8 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append("backends:")
     for name, b in rep["backends"].items():
         lines.append(f"  {name:<17} {'yes' if b['usable'] else 'no ':<4} {', '.join(b['precisions'])}")
+    for k, v in rep.get("recommend", {}).items():
+        lines.append(f"fastest {k.upper()} path: {v}")
     for n in rep["notes"]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
