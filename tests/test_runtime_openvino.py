@@ -91,6 +91,7 @@ def demo(tmp_path_factory):
     doc = collect_ranges(p32, demo_dataset("train", n=8)[:, :10], method="minmax")
     onnx.save(p32, d / "fp32.onnx")
     onnx.save(quantize_graph(p32, doc, target="cpu"), d / "int8.onnx")
+    onnx.save(quantize_graph(p32, doc, target="tensorrt"), d / "int8_trt.onnx")
     return d / "fp32.onnx", d / "int8.onnx", demo_dataset("test", n=8)
 
 
@@ -100,17 +101,17 @@ def _forecast(path, frames, **kw):
     return fc.forecast(10)
 
 
-@pytest.mark.parametrize("variant,limit", [("bf16", 0.002), ("f16", 0.002), ("int8", 0.01)])
+@pytest.mark.parametrize("variant,limit", [("bf16", 0.002), ("f16", 0.002), ("int8", 0.01), ("int8_trt", 0.01)])
 def test_reduced_precision_within_ssim_drop_limit(demo, variant, limit):
     from gmg_deploy.evaluate.accuracy import compare_predictions
 
     p32, p8, x = demo
     fc = Forecaster.open(p32, backend="openvino", batch_size=1)
-    if variant != "int8" and {"bf16": "BF16", "f16": "FP16"}[variant] not in fc.backend.device_capabilities():
+    if variant in ("bf16", "f16") and {"bf16": "BF16", "f16": "FP16"}[variant] not in fc.backend.device_capabilities():
         pytest.skip(f"this CPU has no {variant}")
     ref = _forecast(p32, x, backend="onnxruntime")
-    if variant == "int8":
-        cand = _forecast(p8, x, backend="openvino")
+    if variant.startswith("int8"):  # our Q/DQ layouts, --target cpu and --target tensorrt
+        cand = _forecast(p8 if variant == "int8" else p8.with_name("int8_trt.onnx"), x, backend="openvino")
     else:
         cand = _forecast(p32, x, backend="openvino", precision_hint=variant)
     rep = compare_predictions(ref, cand, x[:, 10:])

@@ -4,9 +4,11 @@ The ONNX graph is read by OpenVINO, reshaped to the backend's batch (one compile
 compiled for ``device`` (``CPU``, ``GPU``, ``NPU``, ``AUTO``). Every input and output of a step is an
 ``ov.Tensor`` sharing memory with the torch buffers of :mod:`gmg_deploy.runtime.buffers`, set once on one
 infer request per (source set, destination set, input) step kind, like ORT's IOBinding: a step is one
-``infer()``, no tensor is set or copied per step. (OpenVINO's MakeStateful transform keeps the state inside
-one request instead; it measured no faster here - see benchmarks/bench_cpu_runtimes.py - and it cannot
-give the forecast its own scratch state without copying the observed state out and back.)
+``infer()``, no tensor is set or copied per step (measured: within -3%..+5% of a bare ``infer()`` on the same
+request). OpenVINO's MakeStateful transform, which keeps the state in the request's variables instead,
+measured no faster (within -3%..+8% of the same bare ``infer()``; benchmarks/bench_cpu_runtimes.py), and it
+cannot give ``forecast`` its scratch state, keep the observed state through a failed step or snapshot it
+without copying every state tensor out and back, so the buffer sets stay.
 
 ``precision_hint`` is OpenVINO's ``INFERENCE_PRECISION_HINT``: None and ``"f32"`` run FP32 (OpenVINO's own
 CPU default is bf16 on CPUs with AMX/AVX512-BF16, which would change the numbers silently), ``"bf16"`` and
