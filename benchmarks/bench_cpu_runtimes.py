@@ -127,14 +127,13 @@ def error_columns(runners, frames, pre, aft, batch, with_truth: bool) -> dict[st
 
 def nncf_graph(p32_path: Path, calib: np.ndarray, meta: dict, out: Path) -> Path | None:
     """NNCF post-training INT8 of the FP32 graph (calibration: the step's inputs along a rollout of ``calib``),
-    saved as OpenVINO IR next to a copy of the ONNX metadata; None when nncf is missing."""
+    saved as OpenVINO IR (timed and scored from the IR directly); None when nncf is missing."""
     try:
         import nncf
         import openvino as ov
     except ImportError:
         return None
     from gmg_deploy.evaluate.ort_session import make_session
-    from gmg_deploy.evaluate.rollout import rollout  # noqa: F401 - the same step chain, driven here
 
     sess = make_session(onnx.load(str(p32_path)))
     b = calib.shape[0]
@@ -155,7 +154,8 @@ def nncf_graph(p32_path: Path, calib: np.ndarray, meta: dict, out: Path) -> Path
 
 
 class OvIrRunner(OvRunner):
-    """An OpenVINO IR (NNCF's output): timed like OvRunner; its forecasts run through the same compiled model."""
+    """An OpenVINO IR (NNCF's output): timed like OvRunner; scored by :func:`ir_errors` (the Forecaster opens
+    .onnx graphs, whose metadata an IR lacks)."""
 
 
 def overhead(path: Path, threads: int, batch: int, repeats: int) -> tuple[float, float]:
@@ -256,7 +256,6 @@ def main() -> None:
         else:
             spec = MovingDigitsSpec(num_frames=20, height=64, width=64)
             frames, pre, aft, truth = moving_digits(args.err_sequences, 3, spec), 10, 10, False
-        errs = {}
         err_runners = [r for r in runners if not isinstance(r, OvIrRunner)]
         errs = error_columns(err_runners, frames, pre, aft, min(8, args.err_sequences), truth)
         for r in runners:

@@ -13,8 +13,8 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import fixture_golden, write_lightning_ckpt
+
 from gmg_deploy.errors import InputError
 from gmg_deploy.export import build_proto
 from gmg_deploy.model.checkpoint import load_checkpoint
@@ -199,8 +199,9 @@ def test_gmg_infer_backend_openvino_equals_onnxruntime(graphs, tmp_path):
 
 def test_gmg_infer_video_on_openvino(video_onnx_path, tmp_path):
     pytest.importorskip("av")
-    from gmg_deploy.cli.infer_cmd import main
     from video_helpers import demo_frames, encode_clip
+
+    from gmg_deploy.cli.infer_cmd import main
 
     clip = encode_clip(tmp_path / "c.mkv", demo_frames(6, 16, 16, False))
     preds = {}
@@ -232,7 +233,7 @@ def test_doctor_lists_openvino_devices():
 def _without_openvino(code: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a child interpreter where ``import openvino`` fails (sys.modules['openvino'] = None)."""
     return subprocess.run([sys.executable, "-c", "import sys; sys.modules['openvino'] = None; " + code],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ), check=False)
 
 
 def test_missing_openvino_is_one_line_naming_the_extra(graphs, tmp_path):
@@ -242,9 +243,9 @@ def test_missing_openvino_is_one_line_naming_the_extra(graphs, tmp_path):
                           f"main(['--engine', {str(path)!r}, '--input', {str(tmp_path / 'x.npy')!r}, "
                           f"'--out', {str(tmp_path / 'p.npy')!r}, '--backend', 'openvino'])")
     assert p.returncode == 2, p.stderr
-    assert p.stderr.strip().splitlines() == [
+    assert p.stderr.strip().splitlines() == [(
         "error: the OpenVINO backend needs the 'openvino' Python package, which is not installed: "
-        'pip install "gmg-deploy[openvino]"']
+        'pip install "gmg-deploy[openvino]"')]
     assert not (tmp_path / "p.npy").exists()
     p = _without_openvino("from gmg_deploy.cli.doctor_cmd import main; main(['--json'])")
     assert p.returncode == 0, p.stderr

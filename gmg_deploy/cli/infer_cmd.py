@@ -183,7 +183,8 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
-        "engine": str(engine), "backend": fc.backend_name, "device": str(getattr(fc.backend, "ov_device", fc.device)), "batch_size": fc.batch_size,
+        "engine": str(engine), "backend": fc.backend_name, "batch_size": fc.batch_size,
+        "device": str(getattr(fc.backend, "ov_device", fc.device)),  # OpenVINO: its device, not the buffers'
         "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
         "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),

@@ -111,7 +111,7 @@ class OpenVINOBackend(StepBackend):
         """The device's OPTIMIZATION_CAPABILITIES (``FP32``, ``BF16``, ``FP16``, ``INT8``, ...)."""
         try:
             return [str(c) for c in self.core.get_property(self.ov_device, "OPTIMIZATION_CAPABILITIES")]
-        except Exception:  # a virtual device (AUTO) has none of its own
+        except RuntimeError:  # a virtual device (AUTO) has none of its own
             return []
 
     def _check_precision(self, hint: str | None) -> str:
