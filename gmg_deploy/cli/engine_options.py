@@ -51,8 +51,8 @@ class EngineOptions:
             if self.no_spin:
                 raise InputError("--no-spin applies to the onnxruntime backend only")
         elif self.threads is not None or self.no_spin:
-            raise InputError("--threads/--no-spin apply to the onnxruntime and openvino backends (an .onnx graph) "
-                             "only")
+            raise InputError("--threads/--no-spin apply to the onnxruntime backend (--threads also to openvino): "
+                             "an .onnx graph only")
         if kind != "openvino" and (self.precision_hint or self.cache_dir):
             raise InputError("--precision-hint/--cache-dir apply to the openvino backend (--backend openvino) only")
         return _open_clamped(self.engine, streams, self.batch_size if batch_size is None else batch_size, kind,
