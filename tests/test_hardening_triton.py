@@ -190,7 +190,7 @@ def test_ipv6_url_keeps_its_brackets():
 
 
 # ---------------------------------------------------------------- 10: --timeout values
-@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "inf", "nan", "1e300"])
 def test_bad_timeouts_are_refused(value, tmp_path):
     from gmg_deploy.cli.infer_cmd import main as infer
     from gmg_deploy.errors import InputError

@@ -42,14 +42,17 @@ def parse_url(url: str) -> tuple[str, str]:
     return (f"[{host}]" if ":" in host else host) + f":{port}", name
 
 
+MAX_TIMEOUT_S = 86400.0  # a day: gRPC deadlines far beyond that overflow its clocks
+
+
 def check_timeout(timeout: Any) -> float:
-    """A request timeout in seconds: a finite number > 0 (else one :class:`InputError`)."""
+    """A request timeout in seconds: a finite number in (0, one day] (else one :class:`InputError`)."""
     try:
         t = float(timeout)
     except (TypeError, ValueError):
         raise InputError(f"timeout {timeout!r} is not a number of seconds (--timeout S)") from None
-    if isinstance(timeout, bool) or not math.isfinite(t) or t <= 0:
-        raise InputError(f"timeout {timeout!r} must be a finite number of seconds > 0 (--timeout S)")
+    if isinstance(timeout, bool) or not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT_S:
+        raise InputError(f"timeout {timeout!r} must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] (--timeout S)")
     return t
 
 
