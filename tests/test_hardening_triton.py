@@ -3,10 +3,15 @@ gmg-serve start-up errors, the Python-backend model's idle eviction, and no serv
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
 import resource
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +117,8 @@ def test_output_is_a_file(fc_graph, tmp_path):
 def _tmpfs(path: Path, *opts: str):
     """A small tmpfs mounted at ``path`` (root only: mount needs CAP_SYS_ADMIN)."""
     path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs", str(path)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs", str(path)], capture_output=True,
+                       check=False)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode(errors='replace').strip()}")
     try:
@@ -157,7 +163,7 @@ def test_file_size_limit_leaves_nothing_and_keeps_the_old_entry(fc_graph, tmp_pa
     for target, extra in ((tmp_path / "new", []), (repo, ["--force"])):
         r = subprocess.run([sys.executable, "-m", "gmg_deploy.cli.triton_cmd", "--model", str(fc_graph), "-o",
                             str(target), *extra], capture_output=True, text=True, preexec_fn=limit, env=env,
-                           timeout=300)
+                           timeout=300, check=False)
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("error: cannot write") and "File too large" in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -216,12 +222,6 @@ def test_timeout_is_for_remote_engines_only(fc_graph, tmp_path):
 
 
 # ================================================================ live: a real tritonserver (nvidia-pytriton)
-import importlib.util  # noqa: E402
-import re  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import time  # noqa: E402
-
 HAVE_SERVER = importlib.util.find_spec("pytriton") is not None
 live = pytest.mark.skipif(not HAVE_SERVER, reason="needs nvidia-pytriton (pip install gmg-deploy[serve])")
 
@@ -441,7 +441,10 @@ def test_server_does_not_outlive_a_killed_gmg_serve(live_repo, tmp_path, monkeyp
         args = Path(f"/proc/{triton_pid}/cmdline").read_bytes().decode().split("\0")
         workdir = Path(next(a for a in args if a.startswith("--backend-directory=")).split("=", 1)[1]).parent
         assert workdir.parent == tmp_path and workdir.is_dir()
-        regions = lambda: list(Path("/dev/shm").glob(workdir.name + "-shm-*"))  # noqa: E731
+
+        def regions() -> list[Path]:
+            return list(Path("/dev/shm").glob(workdir.name + "-shm-*"))
+
         assert regions(), "the Python backend's shared memory should carry the run's prefix"
         served.proc.send_signal(signal.SIGKILL)
         assert served.proc.wait(10) == -signal.SIGKILL

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import time
 import threading
+import time
 from typing import Any
 from urllib.parse import urlparse
 

@@ -193,11 +193,11 @@ def check_backends(server: ServerBinary, models: dict[str, str], repo: Path) -> 
 _LOG_CAUSES = (
     (r"Socket '([^']+)' already in use",
      "{0} is already in use (another server?); pick free ports with --grpc-port/--http-port/--metrics-port"),
-    (r"failed to read text proto from (\S+)", "{0} is not a valid model config (text protobuf); rewrite it with "
-     "gmg-triton"),
+    (r"failed to read text proto from (\S+)",
+     "{0} is not a valid model config (text protobuf); rewrite it with gmg-triton"),
     (r"unable to find backend library for backend '([^']+)'",
-     "this tritonserver has no {0!r} backend; write the model with gmg-triton --flavour python, or use a Triton "
-     "container with that backend"),
+     ("this tritonserver has no {0!r} backend; write the model with gmg-triton --flavour python, or use a Triton "
+      "container with that backend")),
     (r"failed to load '([^']+)' version \d+: ([^\n]+)", "model {0!r} failed to load: {1}"),
 )
 
