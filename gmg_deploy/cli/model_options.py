@@ -44,7 +44,7 @@ def model_argument(*aliases: str, required: bool = True, help: str = "Model file
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         for alias in reversed(aliases):
             fn = click.option(alias, f"{param}__{alias.lstrip('-').replace('-', '_')}", default=None, metavar="PATH",
-                              help=f"Same as MODEL (older spelling).")(fn)
+                              help="Same as MODEL (older spelling).")(fn)
         fn = click.option("--model", f"{param}__model", default=None, metavar="PATH",
                           help=f"{help} (same as the MODEL argument).")(fn)
         return click.argument(f"{param}__arg", metavar="MODEL" if required else "[MODEL]", required=False,
