@@ -13,7 +13,8 @@ from gmg_deploy.export.metadata import metadata_from_proto
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8  # noqa: F401 (re-exported)
 from gmg_deploy.precision.qdq_cpu import quantize_graph_cpu
 from gmg_deploy.precision.qdq_tensorrt import quantize_graph_tensorrt
-from gmg_deploy.precision.ranges import CalibrationError, check_ranges_match
+from gmg_deploy.errors import CalibrationError
+from gmg_deploy.precision.ranges_file import check_ranges_match
 
 TARGETS = ("tensorrt", "cpu")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from gmg_deploy.export.metadata import attach_metadata
-from gmg_deploy.precision.ranges import CalibrationError
+from gmg_deploy.errors import CalibrationError
 
 
 def stamp_int8(m: Any, meta: dict[str, Any], ranges: dict[str, Any], target: str, **counts: Any) -> Any:

@@ -23,7 +23,8 @@ import numpy as np
 from gmg_deploy.export.graph_index import GraphIndex
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
-from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range
+from gmg_deploy.errors import CalibrationError
+from gmg_deploy.precision.ranges_file import asymmetric_range
 
 CPU_OPS = ("Conv", "MatMul", "Gemm")
 U8MAX = 255
