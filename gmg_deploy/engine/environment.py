@@ -40,15 +40,15 @@ def environment_report() -> dict[str, Any]:
                 cc = torch.cuda.get_device_capability(i)
                 devices.append({"index": i, "name": torch.cuda.get_device_name(i), "compute_capability": f"{cc[0]}.{cc[1]}"})
     gpu = bool(devices)
-    trt = versions["tensorrt"] is not None and gpu
+    trt_usable = versions["tensorrt"] is not None and gpu
     backends = {
         "torch-cpu": {"usable": versions["torch"] is not None, "precisions": ["fp32"]},
         "torch-cuda": {"usable": versions["torch"] is not None and gpu, "precisions": ["fp32", "fp16"]},
         "onnxruntime-cpu": {"usable": "CPUExecutionProvider" in providers, "precisions": ["fp32", "int8", "fp16 (upcast)"]},
         "onnxruntime-cuda": {"usable": "CUDAExecutionProvider" in providers and gpu, "precisions": ["fp32", "fp16", "int8"]},
-        "tensorrt": {"usable": trt, "precisions": ["fp32", "fp16", "int8"],
-                     "strongly_typed": "always (11.x)" if trt and versions["tensorrt"].startswith("11")
-                     else "STRONGLY_TYPED flag (10.x)" if trt else None},
+        "tensorrt": {"usable": trt_usable, "precisions": ["fp32", "fp16", "int8"],
+                     "strongly_typed": "always (11.x)" if trt_usable and versions["tensorrt"].startswith("11")
+                     else "STRONGLY_TYPED flag (10.x)" if trt_usable else None},
     }
     notes = []
     if versions["tensorrt"] is None:
