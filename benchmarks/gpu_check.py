@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=1, help="batch of the latency and copy checks")
     ap.add_argument("--steps", type=int, default=50, help="timed steps per latency measurement")
     ap.add_argument("--arch", default="gmg", choices=["gmg", "motionrnn"], help="latency model (Moving MNIST config)")
-    ap.add_argument("--budget-s", type=float, default=270.0, help="start no new part after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=240.0, help="start no new part after this many seconds")
     ap.add_argument("--no-trt", action="store_true", help="skip the TensorRT parts even when tensorrt imports")
     ap.add_argument("--dry-run", action="store_true", help="CPU only: print the plan and run the ORT reference")
     args = ap.parse_args(argv)

@@ -27,7 +27,7 @@ def gc():
 
 def test_arguments(gc, capsys):
     a = gc.parse_args([])
-    assert (a.sequences, a.batch, a.steps, a.budget_s, a.dry_run, a.no_trt) == (8, 1, 50, 270.0, False, False)
+    assert (a.sequences, a.batch, a.steps, a.budget_s, a.dry_run, a.no_trt) == (8, 1, 50, 240.0, False, False)
     assert gc.parse_args(["--batch", "4", "--dry-run", "--no-trt"]).batch == 4
     for bad in (["--steps", "0"], ["--budget-s", "0"], ["--arch", "x"], ["--nope"]):
         with pytest.raises(SystemExit) as e:

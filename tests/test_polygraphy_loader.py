@@ -39,15 +39,25 @@ def graphs(tmp_path_factory):
     model = load_checkpoint(demo_checkpoint_path())
     fp32 = build_proto(model)
     onnx.save(fp32, d / "d32.onnx")
+    onnx.save(apply_precision(fp32, "fp16"), d / "d16.onnx")
     fp16 = apply_precision(build_proto(model, batch=2), "fp16", io_fp16=True, state_dtype="fp16")
     onnx.save(fp16, d / "d16b2.onnx")
-    return {"fp32": d / "d32.onnx", "fp16": d / "d16b2.onnx", "dir": d}
+    return {"fp32": d / "d32.onnx", "fp16dyn": d / "d16.onnx", "fp16": d / "d16b2.onnx", "dir": d}
 
 
-def _polygraphy(model: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def fp32_run(graphs, tmp_path_factory):
+    """``polygraphy run d32.onnx --onnxrt`` with the loader and no configuration: its directory (in/out.json)."""
+    out = tmp_path_factory.mktemp("fp32_run")
+    r = _polygraphy(graphs["fp32"], out, {})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return out
+
+
+def _polygraphy(model: Path, out: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
     cmd = [POLYGRAPHY or sys.executable, *([] if POLYGRAPHY else ["-m", "polygraphy"]), "run", str(model), "--onnxrt",
            "--data-loader-script", SCRIPT, "--save-outputs", str(out / "out.json"),
-           "--save-inputs", str(out / "in.json")]
+           "--save-inputs", str(out / "in.json"), *extra]
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("GMG_POLYGRAPHY_")},
             "PYTHONPATH": str(REPO), **env}
     return subprocess.run(cmd, capture_output=True, text=True, env=full, timeout=600, cwd=out)
@@ -58,11 +68,9 @@ def _iterations(path: Path) -> list[dict[str, np.ndarray]]:
     return [dict(it.items()) for it in its]
 
 
-def test_polygraphy_fp32_step_graph_with_demo_data_matches_our_rollout(graphs, tmp_path):
+def test_polygraphy_fp32_step_graph_with_demo_data_matches_our_rollout(graphs, fp32_run):
     """No configuration: the demo's test sequences and the states of the demo's FP32 rollout, every step."""
-    r = _polygraphy(graphs["fp32"], tmp_path, {})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    outs, ins = _iterations(tmp_path / "out.json"), load_json(str(tmp_path / "in.json"))
+    outs, ins = _iterations(fp32_run / "out.json"), load_json(str(fp32_run / "in.json"))
     from gmg_deploy.data.demo import demo_dataset
 
     frames = demo_dataset("test", n=loader.DEFAULT_SEQUENCES)
@@ -81,6 +89,20 @@ def test_polygraphy_fp32_step_graph_with_demo_data_matches_our_rollout(graphs, t
                 s = name["name"]
                 np.testing.assert_allclose(ins[t + 1][f"state_in.{s}"], out[f"state_out.{s}"], atol=1e-5)
     assert not np.any(ins[0]["state_in.h.0"]) and np.any(ins[5]["state_in.h.0"])  # zeros start, then real states
+
+
+def test_polygraphy_compares_an_fp16_graph_with_the_fp32_outputs_at_every_step(graphs, fp32_run, tmp_path):
+    """The documented two-command check: the FP16 graph's outputs against the saved FP32 ones (--load-outputs),
+    on the same realistic feeds, at every step; and a tolerance too tight for FP16 fails."""
+    ref = str(fp32_run / "out.json")
+    r = _polygraphy(graphs["fp16dyn"], tmp_path, {}, "--load-outputs", ref, "--atol", "1e-2", "--rtol", "1e-2",
+                    "--check-error-stat", "max")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    steps = len(load_json(str(fp32_run / "in.json")))
+    assert f"Passed: {steps}/{steps} iterations" in r.stdout + r.stderr
+    tight = _polygraphy(graphs["fp16dyn"], tmp_path, {}, "--load-outputs", ref, "--atol", "1e-7", "--rtol", "0",
+                        "--check-error-stat", "max")
+    assert tight.returncode != 0 and "FAILED" in tight.stdout + tight.stderr
 
 
 def test_polygraphy_fp16_fixed_batch_graph_on_given_sequences(graphs, tmp_path):

@@ -109,13 +109,12 @@ def feeds(env: dict[str, str] | None = None, argv: list[str] | None = None) -> I
     argv = list(sys.argv if argv is None else argv)
     n = _positive(env, ENV_SEQUENCES) or DEFAULT_SEQUENCES
     batch = _positive(env, ENV_BATCH)
-    session, ref_meta, ref_name = _reference(env)
+    frames = _frames(env, n)  # the cheap checks first: the reference may be the demo, exported here
     test_path = model_under_test(argv, env)
-    test_meta = None
-    if test_path is not None:
-        test_meta = _graph_meta(test_path, "graph under test")
-        check_same_model(ref_meta, test_meta, ref_name, test_path)
-    frames = _frames(env, n)
+    test_meta = None if test_path is None else _graph_meta(test_path, "graph under test")
+    session, ref_meta, ref_name = _reference(env)
+    if test_meta is not None:
+        check_same_model(ref_meta, test_meta, ref_name, str(test_path))
     gen = recurrent_feeds(session, ref_meta, frames, test_meta=test_meta, batch=batch)
     first = next(gen)  # shapes and batch are checked here, not in the middle of Polygraphy's run
     yield first
