@@ -23,6 +23,7 @@ class EngineOptions:
     no_spin: bool = False
     precision_hint: str | None = None
     cache_dir: str | None = None
+    timeout: float | None = None  # triton:// engines: seconds per request (the backend's default when None)
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "EngineOptions":
@@ -55,6 +56,10 @@ class EngineOptions:
                              "an .onnx graph only")
         if kind != "openvino" and (self.precision_hint or self.cache_dir):
             raise InputError("--precision-hint/--cache-dir apply to the openvino backend (--backend openvino) only")
+        if kind == "triton" and self.timeout is not None:
+            kwargs = {"timeout": self.timeout}
+        elif self.timeout is not None:
+            raise InputError("--timeout applies to a remote engine (triton://HOST:PORT/NAME) only")
         return _open_clamped(self.engine, streams, self.batch_size if batch_size is None else batch_size, kind,
                              dev, kwargs)
 

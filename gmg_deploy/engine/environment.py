@@ -1,11 +1,13 @@
-"""What this machine can run: library versions, ORT providers, CUDA devices, usable backends/precisions."""
+"""What this machine can run: versions, ORT providers, CUDA devices, usable backends/precisions, TensorRT pitfalls."""
 from __future__ import annotations
 
 import importlib
 import platform
+from dataclasses import asdict
 from typing import Any
 
 from gmg_deploy.engine.openvino_import import openvino_devices, openvino_version
+from gmg_deploy.engine.pitfalls import pitfalls_in
 from gmg_deploy.engine.trt_import import tensorrt_version
 
 
@@ -40,15 +42,15 @@ def environment_report() -> dict[str, Any]:
                 cc = torch.cuda.get_device_capability(i)
                 devices.append({"index": i, "name": torch.cuda.get_device_name(i), "compute_capability": f"{cc[0]}.{cc[1]}"})
     gpu = bool(devices)
-    trt = versions["tensorrt"] is not None and gpu
+    trt_usable = versions["tensorrt"] is not None and gpu
     backends = {
         "torch-cpu": {"usable": versions["torch"] is not None, "precisions": ["fp32"]},
         "torch-cuda": {"usable": versions["torch"] is not None and gpu, "precisions": ["fp32", "fp16"]},
         "onnxruntime-cpu": {"usable": "CPUExecutionProvider" in providers, "precisions": ["fp32", "int8", "fp16 (upcast)"]},
         "onnxruntime-cuda": {"usable": "CUDAExecutionProvider" in providers and gpu, "precisions": ["fp32", "fp16", "int8"]},
-        "tensorrt": {"usable": trt, "precisions": ["fp32", "fp16", "int8"],
-                     "strongly_typed": "always (11.x)" if trt and versions["tensorrt"].startswith("11")
-                     else "STRONGLY_TYPED flag (10.x)" if trt else None},
+        "tensorrt": {"usable": trt_usable, "precisions": ["fp32", "fp16", "int8"],
+                     "strongly_typed": "always (11.x)" if trt_usable and versions["tensorrt"].startswith("11")
+                     else "STRONGLY_TYPED flag (10.x)" if trt_usable else None},
     }
     ov_devices = openvino_devices()
     backends.update(_openvino_backends(ov_devices))
@@ -60,9 +62,11 @@ def environment_report() -> dict[str, Any]:
         notes.append("TensorRT missing: pip install 'gmg-deploy[trt]' from NVIDIA's package index on a CUDA machine")
     elif not gpu:
         notes.append("TensorRT is installed but no CUDA device is visible")
+    pitfalls = None if versions["tensorrt"] is None else [asdict(p) for p in pitfalls_in(versions["tensorrt"])]
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
-            "openvino_devices": ov_devices, "backends": backends, "recommend": recommend, "notes": notes}
+            "openvino_devices": ov_devices, "backends": backends, "recommend": recommend,
+            "tensorrt_pitfalls": pitfalls, "notes": notes}
 
 
 def cpu_recommendation(ov_devices: list[dict[str, Any]], have_ort: bool) -> str:
@@ -98,6 +102,21 @@ def _openvino_backends(devices: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def format_pitfalls(trt_version: str | None) -> str:
+    """The known TensorRT pitfalls whose version range holds ``trt_version``, as text (``gmg-doctor``)."""
+    if trt_version is None:
+        return "TensorRT pitfalls: TensorRT not installed"
+    found = pitfalls_in(trt_version)
+    if not found:
+        return f"TensorRT pitfalls: none known for TensorRT {trt_version}"
+    lines = [f"TensorRT pitfalls for TensorRT {trt_version} (they apply to graphs of that pattern):"]
+    for p in found:
+        verify = " [gmg-build verifies such engines on data]" if p.requires_verify else ""
+        lines.append(f"  {p.id} ({p.source}, TensorRT {p.versions}): {p.pattern}{verify}")
+        lines.append(f"    -> {p.advice}")
+    return "\n".join(lines)
+
+
 def format_report(rep: dict[str, Any]) -> str:
     lines = [f"python {rep['python']} on {rep['platform']}"]
     for k, v in rep["versions"].items():
@@ -117,6 +136,7 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"  {name:<17} {'yes' if b['usable'] else 'no ':<4} {', '.join(b['precisions'])}")
     for k, v in rep.get("recommend", {}).items():
         lines.append(f"fastest {k.upper()} path: {v}")
+    lines.append(format_pitfalls(rep["versions"]["tensorrt"]))
     for n in rep["notes"]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
