@@ -12,6 +12,7 @@ import time
 import click
 
 from gmg_deploy.cli.common import OneLineCommand, one_line_errors
+from gmg_deploy.errors import Terminated
 
 
 def _port(ctx, param, value):  # click callback
@@ -34,6 +35,7 @@ def _port(ctx, param, value):  # click callback
 @one_line_errors
 def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) -> None:
     """Serve the Triton model repository REPO (written by gmg-triton) on --host (127.0.0.1 by default)."""
+    from gmg_deploy.cli.signals import status_of
     from gmg_deploy.errors import InputError, ServeError
     from gmg_deploy.serve.server import TritonServer
 
@@ -45,13 +47,7 @@ def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) ->
         raise InputError("--grpc-port, --http-port and --metrics-port must differ")
     server = TritonServer(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
                           log_file=log_file, host=host)
-    stop = {"sig": None}
-
-    def on_signal(signum, frame):
-        stop["sig"] = signum
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, _terminate)  # also in-process (the signal contract installs it for the command)
     try:
         server.start(timeout_s)
         u = server.urls
@@ -64,15 +60,19 @@ def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) ->
         cause = server.failure_cause()
         server.stop()
         raise ServeError(f"tritonserver exited with status {code}: {cause}")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Terminated): stop, then 130 / 143
         _ignore_signals()  # a second Ctrl-C (or a supervisor's repeated signal) must not cut the shutdown short
         server.stop()
         click.echo("stopped", err=True)
-        sys.exit(0 if stop["sig"] == signal.SIGTERM else 130)
+        sys.exit(status_of(e))
     finally:
         if server.proc is not None:  # any other way out: never leave the server (and its stubs) running
             _ignore_signals()
             server.stop()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def _ignore_signals() -> None:
