@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from conftest import fixture_golden, write_lightning_ckpt
 from gmg_deploy.cli.compare_cmd import main as compare
+from gmg_deploy.errors import InputError
 
 ALL_FIXTURES = ("gmg_tiny", "motionrnn_tiny", "gmg_pub9", "motionrnn_pub9")
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -59,17 +60,26 @@ def test_checkpoint_step_and_forecast_graphs_agree_through_the_runtime(models, n
         assert c.precision == "fp32" and c.max_abs_limit == 1e-4 and c.limit == 1e-6
 
 
-def test_onnx_batch_path_and_runtime_rollout_give_the_same_forecasts(models):
-    """Two ORT step graphs take the batched rollout; the Forecaster rollout of the same graph matches it."""
+def test_onnx_batch_path_and_runtime_rollout_give_the_same_forecasts(models, tmp_path):
+    """Step graphs stream through the runtime like every backend; a sequence graph (not streamable) takes the
+    batched ORT rollout; both rollouts of one step graph give the same forecasts."""
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import graph_metadata, rollout
+    from gmg_deploy.export import build_proto
+    from gmg_deploy.model.checkpoint import load_checkpoint
     from gmg_deploy.runtime.forecaster import Forecaster
     from gmg_deploy.runtime.verify import compare_models, forecast_sequences
 
-    _, step, _, data = models["gmg_tiny"]
+    ck, step, _, data = models["gmg_tiny"]
     frames = np.concatenate([np.load(data)] * 3)  # 6 sequences: batch 4 leaves a padded chunk of 2
     c = compare_models(str(step), str(step), frames, batch_size=4)
-    assert c.extra["rollout"] == "onnxruntime batch" and max(c.max_abs) == 0.0
+    assert c.extra["rollout"] == "runtime" and max(c.max_abs) == 0.0
+    seq = tmp_path / "seq.onnx"
+    onnx.save(build_proto(load_checkpoint(ck), graph="sequence"), seq)
+    c = compare_models(str(step), str(seq), frames, batch_size=4)
+    assert c.extra["rollout"] == "onnxruntime batch" and max(c.max_abs) < 1e-5 and c.passed is True
+    with pytest.raises(InputError, match="a sequence graph runs in ONNX Runtime's batch rollout only"):
+        compare_models(str(ck), str(seq), frames)
     batched = rollout(make_session(step), graph_metadata(step), frames, batch_size=4)
     with Forecaster.open(step, batch_size=4, threads=1) as fc:
         streamed = forecast_sequences(fc, frames)
