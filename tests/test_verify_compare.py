@@ -165,3 +165,25 @@ def test_plan_without_tensorrt_names_the_trt_extra(models, tmp_path):
     assert r.exit_code == 2
     line = _one_error(r)
     assert "[trt]" in line and "tensorrt" in line, line
+
+
+@pytest.mark.parametrize("io_fp16", [False, True])
+def test_fp16_emulation_through_the_runtime_matches_the_batch_emulation(models, tmp_path, io_fp16):
+    """An FP16 graph streamed through the runtime is scored on emulate_fp16 (FP32 I/O) exactly like the
+    batched path; ``emulate=False`` runs it as is (ORT CPU upcasts: a smaller error)."""
+    from gmg_deploy.evaluate.accuracy import compare_graphs
+    from gmg_deploy.precision import apply_precision
+    from gmg_deploy.precision.fp16 import emulate_fp16
+    from gmg_deploy.runtime.verify import Side, compare_models
+
+    _, step, _, data = models["gmg_pub9"]
+    frames = np.load(data)
+    q = apply_precision(onnx.load(step), "fp16", io_fp16=io_fp16, state_dtype="fp16" if io_fp16 else "fp32")
+    onnx.save(q, tmp_path / "fp16.onnx")
+    batched = compare_graphs(onnx.load(step), emulate_fp16(q), frames)
+    streamed = compare_models(str(step), str(tmp_path / "fp16.onnx"), frames)
+    assert streamed.extra["rollout"] == "runtime" and streamed.precision == "fp16" and streamed.limit == 0.002
+    assert np.allclose(streamed.max_abs, batched.max_abs, rtol=0, atol=1e-7)
+    assert np.allclose(streamed.ssim_drop, batched.ssim_drop, rtol=0, atol=1e-9)
+    as_is = compare_models(str(step), Side(str(tmp_path / "fp16.onnx"), emulate=False), frames)
+    assert max(as_is.max_abs) <= max(streamed.max_abs)
