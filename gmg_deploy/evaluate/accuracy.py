@@ -100,7 +100,8 @@ class Comparison:
 
 
 def compare_predictions(ref: np.ndarray, cand: np.ndarray, truth: np.ndarray | None = None) -> dict[str, Any]:
-    """Per-step metrics of ``cand`` vs ``ref`` (both ``(N, aft, C, H, W)``) and vs ``truth`` if given."""
+    """Per-step metrics of ``cand`` vs ``ref`` (both ``(N, aft, C, H, W)``) and vs ``truth`` if given
+    (``mse`` is the old name of ``mse_pixel_sum``)."""
     if ref.shape != cand.shape:
         raise InputError(f"forecasts differ in shape: {ref.shape} vs {cand.shape}")
     summed = mse_per_step(cand, ref)
@@ -108,6 +109,7 @@ def compare_predictions(ref: np.ndarray, cand: np.ndarray, truth: np.ndarray | N
     out: dict[str, Any] = {
         "mse_per_pixel": (summed / pixels).tolist(),
         "mse_pixel_sum": summed.tolist(),
+        "mse": summed.tolist(),  # the old key: alias of mse_pixel_sum
         "max_abs": np.abs(cand.astype(np.float64) - ref).max(axis=(0, 2, 3, 4)).tolist(),
         "ssim_vs_reference": ssim_per_step(cand, np.clip(ref, 0, 1)).tolist(),
     }
@@ -146,6 +148,7 @@ def score_forecasts(
     limit = _limit(limit, SSIM_DROP_LIMITS.get(precision), "limit")
     max_abs_limit = _limit(max_abs_limit, MAX_ABS_LIMITS.get(precision), "max_abs_limit")
     metrics = compare_predictions(ref, cand, truth)
+    del metrics["mse"]  # Comparison.mse is the alias
     ok = None
     worst = None
     if truth is not None:
