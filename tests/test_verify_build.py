@@ -224,3 +224,11 @@ def test_known_pitfalls_reads_the_table_when_present(ws):
         from gmg_deploy.engine.pitfalls import pitfalls_for
 
         assert build_cmd.known_pitfalls("10.9.0", meta) == list(pitfalls_for("10.9.0", meta))
+
+
+def test_recorded_batch_of_an_engine(ws, tmp_path):
+    from gmg_deploy.engine.sidecar import recorded_batch
+
+    fake_sidecar(tmp_path, ws / "fp32.onnx")
+    assert recorded_batch(tmp_path / "engine.plan") == (1, 8)
+    assert recorded_batch(tmp_path / "none.plan") is None

@@ -155,3 +155,12 @@ def verification_note(engine: str | Path, sidecar: str | Path | None = None) -> 
     data = (v.get("data") or {}).get("path", "?") if isinstance(v.get("data"), dict) else "?"
     return (f"engine {engine} FAILED verification on {data} ({what}, first at step {v.get('first_failing_step')}); "
             f"rebuild it (other precision or calibration) and verify again: {HOW_TO_VERIFY}")
+
+
+def recorded_batch(plan: str | Path) -> tuple[int, int] | None:
+    """The ``(min, max)`` batch of the engine's optimization profile from its sidecar, or None if not recorded."""
+    try:
+        b = json.loads(sidecar_path(plan).read_text()).get("batch") or {}
+        return int(b["min"]), int(b["max"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.engine.sidecar import record_verification, sidecar_path
+from gmg_deploy.engine.sidecar import record_verification, recorded_batch, sidecar_path
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.accuracy import Comparison, check_same_model, compare_graphs, score_forecasts
 from gmg_deploy.evaluate.rollout import sequence_frames
@@ -161,6 +161,9 @@ def _open(side: Side, kind: str, path: str, sequences: int, batch_size: int, thr
 
         meta, _ = load_metadata_for(Path(path), opts.get("metadata_path"))
         fixed = signature_of(meta).batch
+        lo_hi = recorded_batch(path)
+        if lo_hi is not None:  # within the engine's optimization profile
+            batch = max(lo_hi[0], min(batch, lo_hi[1]))
         return Forecaster(TensorRTBackend(path, device=opts.pop("device", "cuda"),
                                           batch_size=int(fixed) if fixed else batch, **opts))
     return Forecaster.open(path, backend=kind, batch_size=batch, **opts)
