@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import PrecisionError
 from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto, signature_of
 from gmg_deploy.export.signature import DTYPES
@@ -40,10 +40,6 @@ _WALK_THROUGH = LAYOUT_OPS | {
 }
 #: (op_type, input index) that ONNX requires to be float32 whatever the data type.
 _ALWAYS_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
-
-
-class PrecisionError(GMGError, ValueError):
-    """A graph cannot be converted to the asked precision (wrong input, unknown option)."""
 
 
 def _check_islands(islands: Iterable[str]) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import CalibrationError
 from gmg_deploy.export.metadata import metadata_from_proto, signature_of, warp_gate_of
 from gmg_deploy.export.signature import state_in
 from gmg_deploy.evaluate.ort_session import make_session
@@ -48,10 +48,6 @@ RANGES_FORMAT = "gmg-deploy-ranges"
 RANGES_VERSION = 1
 BINS = 2048
 PERCENTILE = 99.99
-
-
-class CalibrationError(GMGError, ValueError):
-    """Calibration input or a ranges file does not fit the graph."""
 
 
 def fingerprint(model: Any) -> str:
