@@ -169,6 +169,9 @@ def _build(args: list) -> tuple[int, str]:
     (["--verify", "{ws}/short.npy"], "holds 5 frames per sequence; verification needs the true future too: 4 \\+ 4"),
     (["--verify", "{ws}/none.npy"], "none.npy does not exist"),
     (["--verify", "{ws}/data.npy", "--reference", "{ws}/none.ckpt"], "--reference .*none.ckpt not found"),
+    (["--trust-checkpoint"], "--trust-checkpoint describe a checkpoint --reference; not without --verify"),
+    (["--verify", "{ws}/data.npy", "--reference", "{ws}/fp32.onnx", "--warp-gate", "published"],
+     "--warp-gate describe a checkpoint --reference; not --reference .*fp32.onnx"),
 ])
 def test_build_verify_mistakes_are_refused_before_tensorrt(ws, tmp_path, extra, message):
     import re
@@ -188,6 +191,9 @@ def test_build_verify_of_an_int8_graph_needs_a_reference(ws, tmp_path):
 def test_build_with_valid_verify_options_reaches_the_tensorrt_check(ws, tmp_path):
     code, line = _build([ws / "fp32.onnx", "-o", tmp_path / "m.plan", "--verify", ws / "data.npy",
                          "--verify-sequences", "1"])
+    assert code == 2 and "[trt]" in line
+    code, line = _build([ws / "fp32.onnx", "-o", tmp_path / "m.plan", "--verify", ws / "data.npy",
+                         "--reference", ws / "g.ckpt", "--trust-checkpoint"])
     assert code == 2 and "[trt]" in line
 
 

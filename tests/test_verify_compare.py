@@ -186,3 +186,12 @@ def test_fp16_emulation_through_the_runtime_matches_the_batch_emulation(models, 
     assert np.allclose(streamed.ssim_drop, batched.ssim_drop, rtol=0, atol=1e-9)
     as_is = compare_models(str(step), Side(str(tmp_path / "fp16.onnx"), emulate=False), frames)
     assert max(as_is.max_abs) <= max(streamed.max_abs)
+
+
+def test_checkpoint_options_need_a_checkpoint_side(models):
+    ck, step, fc, data = models["gmg_tiny"]
+    r = CliRunner().invoke(compare, [str(step), str(fc), "--data", str(data), "--trust-checkpoint", "--pre", "3"])
+    assert r.exit_code == 2
+    assert "--trust-checkpoint/--pre describe a checkpoint; neither REFERENCE nor CANDIDATE is one" in _one_error(r)
+    r = CliRunner().invoke(compare, [str(ck), str(fc), "--data", str(data), "--trust-checkpoint", "--check"])
+    assert r.exit_code == 0, r.output

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 import click
 
 from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
+from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,10 +49,13 @@ from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_error
 @click.option("--no-verify", is_flag=True,
               help="Build without verification even where a known TensorRT pitfall asks for it (the sidecar "
                    "says unverified).")
+@checkpoint_options
 @one_line_errors
 def main(**options: Any) -> None:
     """Build a TensorRT engine from MODEL (an ONNX graph exported by gmg-export)."""
-    _run(BuildOptions(**options))
+    fields = set(BuildOptions.__dataclass_fields__)
+    _run(BuildOptions(**{k: v for k, v in options.items() if k in fields},
+                      checkpoint=CheckpointOptions.from_click(options)))
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class BuildOptions:
     reference: str | None
     verify_sequences: int | None
     no_verify: bool
+    #: The checkpoint options, for a checkpoint --reference.
+    checkpoint: CheckpointOptions
 
 
 def _run(opts: BuildOptions) -> None:
@@ -123,6 +129,7 @@ def _verification_inputs(opts: BuildOptions, meta: dict[str, Any]) -> tuple[Any,
     if opts.verify is None:
         if opts.reference is not None or opts.verify_sequences is not None:
             raise InputError("--reference/--verify-sequences apply with --verify DATA.npy only")
+        _refuse_checkpoint_options(opts.checkpoint, "without --verify --reference CKPT")
         return None, None
     if opts.no_verify:
         raise InputError("--verify and --no-verify contradict each other; give one")
@@ -133,13 +140,28 @@ def _verification_inputs(opts: BuildOptions, meta: dict[str, Any]) -> tuple[Any,
         raise InputError(f"--verify {opts.verify} holds {frames.shape[1]} frames per sequence; verification "
                          f"needs the true future too: {pre} + {aft} frames")
     if opts.reference is None:
+        _refuse_checkpoint_options(opts.checkpoint, "without --reference CKPT")
         if meta.get("precision") == "int8":
             raise InputError(f"{opts.model} is an INT8 graph, no FP32 reference for --verify; pass --reference "
                              "FP32.onnx or the checkpoint")
         return frames, None
     if not Path(opts.reference).is_file():
         raise InputError(f"--reference {opts.reference} not found; give the FP32 .onnx or checkpoint")
-    return frames, Side(opts.reference, "auto", emulate=False)
+    is_ckpt = Path(opts.reference).suffix.lower() in (".ckpt", ".pth", ".pt")
+    if not is_ckpt:
+        _refuse_checkpoint_options(opts.checkpoint, f"--reference {opts.reference}")
+    return frames, Side(opts.reference, "auto", emulate=False,
+                        options=opts.checkpoint.load_kwargs() if is_ckpt else {})
+
+
+def _refuse_checkpoint_options(ck: CheckpointOptions, what: str) -> None:
+    from gmg_deploy.errors import InputError
+
+    given = ck.describing_a_checkpoint() + [f for f, v in (("--pre", ck.pre), ("--aft", ck.aft)) if v is not None]
+    if ck.warp_gate != "auto":
+        given.append("--warp-gate")
+    if given:
+        raise InputError(f"{'/'.join(given)} describe a checkpoint --reference; not {what}")
 
 
 def verify_and_report(engine: Any, data: str, frames: Any, *, reference: Any = None, sidecar: Any = None) -> int:

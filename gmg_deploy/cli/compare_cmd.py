@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
-from gmg_deploy.cli.model_options import warp_gate_option
+from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 from gmg_deploy.cli.ort_options import ort_options
 
 #: ``--*-backend`` choices (Forecaster.open's backends).
@@ -46,15 +46,16 @@ _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
               help="SSIM-drop limit per step (default by CANDIDATE's precision: fp16 0.002, int8 0.01, fp32 1e-6).")
 @click.option("--max-abs-limit", type=float, default=None,
               help="Bound on max |B - A| per step (default: 1e-4 for an FP32 candidate, none otherwise).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint side that needs arbitrary unpickling.")
-@warp_gate_option
+@checkpoint_options
 @click.option("--check", is_flag=True, help="Exit 1 if a step exceeds the limit (SSIM drop, max |err| bound).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @ort_options(default_threads=1)
 @one_line_errors
 def main(**options: Any) -> None:
     """Compare model CANDIDATE against model REFERENCE per forecast step."""
-    _run(CompareOptions(**options))
+    ck = CheckpointOptions.from_click(options)
+    fields = {f for f in CompareOptions.__dataclass_fields__}
+    _run(CompareOptions(**{k: v for k, v in options.items() if k in fields}, checkpoint=ck))
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,16 @@ class CompareOptions:
     candidate_backend: str
     limit: float | None
     max_abs_limit: float | None
-    trust_checkpoint: bool
-    warp_gate: str
     check: bool
     as_json: bool
     threads: int | None
     no_spin: bool
+    checkpoint: CheckpointOptions
+
+
+def _is_checkpoint(path: str, backend: str) -> bool:
+    return not path.startswith("triton://") and (backend == "torch" or (
+        backend == "auto" and Path(path).suffix.lower() in (".ckpt", ".pth", ".pt")))
 
 
 def side_of(path: str, backend: str, opts: CompareOptions) -> Any:
@@ -87,15 +92,29 @@ def side_of(path: str, backend: str, opts: CompareOptions) -> Any:
     if backend == "auto" and not path.startswith("triton://") and p.suffix.lower() not in _KNOWN_SUFFIXES \
             and p.is_file():
         backend = "onnxruntime"  # gmg-compare's historic input: say "not a readable ONNX model" if it is not
-    is_ckpt = not path.startswith("triton://") and (backend == "torch" or (
-        backend == "auto" and p.suffix.lower() in (".ckpt", ".pth", ".pt")))
-    options = {"trust_checkpoint": opts.trust_checkpoint, "warp_gate": opts.warp_gate} if is_ckpt else {}
+    options = opts.checkpoint.load_kwargs() if _is_checkpoint(path, backend) else {}
     return Side(path, backend, emulate=not opts.no_emulate, options=options)
+
+
+def _refuse_unused_checkpoint_options(opts: CompareOptions) -> None:
+    from gmg_deploy.errors import InputError
+
+    if any(_is_checkpoint(p, b) for p, b in ((opts.reference, opts.reference_backend),
+                                            (opts.candidate, opts.candidate_backend))):
+        return
+    ck = opts.checkpoint
+    given = ck.describing_a_checkpoint() + [f for f, v in (("--pre", ck.pre), ("--aft", ck.aft)) if v is not None]
+    if ck.warp_gate != "auto":
+        given.append("--warp-gate")
+    if given:
+        raise InputError(f"{'/'.join(given)} describe a checkpoint; neither REFERENCE nor CANDIDATE is one "
+                         "(a graph's metadata or an engine's sidecar holds its configuration)")
 
 
 def _run(opts: CompareOptions) -> None:
     from gmg_deploy.runtime.verify import compare_models
 
+    _refuse_unused_checkpoint_options(opts)
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     cmp = compare_models(side_of(opts.reference, opts.reference_backend, opts),
                          side_of(opts.candidate, opts.candidate_backend, opts), frames,
