@@ -3,8 +3,8 @@
 Each side is anything the runtime opens: a checkpoint (``.ckpt``/``.pth``, PyTorch), a step or forecast
 ``.onnx`` (ONNX Runtime), a ``.plan`` (TensorRT) or ``triton://HOST:PORT/NAME`` (a served model); pick a
 backend per side with ``--reference-backend``/``--candidate-backend``. Both roll out through the runtime
-(observe ``pre`` with chained state, forecast ``aft``; two ONNX Runtime step graphs take the faster batched
-ORT rollout). Prints per step the MSE (per pixel, and summed over pixels as OpenSTL reports it), max |error|
+(observe ``pre`` with chained state, forecast ``aft``; a sequence graph, which the runtime does not stream,
+takes ONNX Runtime's batched rollout). Prints per step the MSE (per pixel, and summed over pixels as OpenSTL reports it), max |error|
 and SSIM of B vs A, and - when ``--data`` holds the true future frames (T >= pre+aft) - each side's SSIM
 against the truth and the SSIM drop, checked against the limit for B's precision (FP16 0.002, INT8 0.01,
 FP32 1e-6 and max |err| <= 1e-4), with the first step outside it. FP16 ONNX graphs on ONNX Runtime run
