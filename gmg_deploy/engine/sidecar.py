@@ -6,9 +6,13 @@ Content (written by ``gmg-build``)::
      "gpu": {"name": ..., "compute_capability": "9.0"}, "precision": "fp32"|"fp16"|"int8",
      "onnx": "model.onnx", "batch": {"min", "opt", "max"}, "workspace_mib": null|int, "build_seconds": float,
      "io": [{"name": "frame", "mode": "input", "shape": [-1, 1, 64, 64], "dtype": "FLOAT"}, ...],
-     "metadata": {...gmg-deploy ONNX metadata...}}
+     "metadata": {...gmg-deploy ONNX metadata...},
+     "verification": {"status": "unverified"} | {"status": "passed"|"failed", "passed": bool, "data":
+                      {"path", "shape", "sha256"}, "reference", "limit", "max_abs_limit", "worst_drop", ...}}
 
 The runtime reads ``metadata`` and ``io`` back (:func:`read_sidecar`); the rest documents the build.
+``gmg-build --verify`` records ``verification`` (:func:`record_verification`); :func:`verification_note`
+is the one line the runtime prints for an engine that is unverified or failed it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from gmg_deploy.export.metadata import SCHEMA_VERSION, MetadataError
 from gmg_deploy.io import atomic_write_text
 
 SIDECAR_SCHEMA = 1
+#: ``verification`` of an engine nobody scored yet.
+UNVERIFIED = {"status": "unverified"}
+HOW_TO_VERIFY = "gmg-build SOURCE.onnx -o ENGINE --verify HELD_OUT.npy (or gmg-compare SOURCE.onnx ENGINE --data HELD_OUT.npy --check)"
 
 
 def sidecar_path(plan: str | Path) -> Path:
@@ -47,6 +54,7 @@ def build_sidecar(
     io: list[dict[str, Any]],
     workspace_mib: int | None,
     build_seconds: float | None = None,
+    unverified_reason: str | None = None,
 ) -> dict[str, Any]:
     """The sidecar content: what the engine was built from, for what, and its I/O tensors.
 
@@ -64,6 +72,7 @@ def build_sidecar(
         "build_seconds": None if build_seconds is None else round(build_seconds, 2),
         "io": io,
         "metadata": meta,
+        "verification": dict(UNVERIFIED, reason=unverified_reason) if unverified_reason else dict(UNVERIFIED),
     }
 
 
@@ -107,3 +116,51 @@ def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
         raise MetadataError(f"engine sidecar {p}: 'io' is not a list; rebuild the engine with gmg-build")
     specs = [_spec_from_record(r, str(p)) for r in records or []]
     return meta, (EngineIO(tuple(specs)) if specs else None)
+
+
+def record_verification(sidecar: str | Path, record: dict[str, Any]) -> None:
+    """Set the sidecar file's ``verification`` to ``record`` (rewritten atomically; the rest is kept)."""
+    p = Path(sidecar)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise MetadataError(f"engine sidecar {p} does not exist; rebuild the engine with gmg-build") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
+    if not isinstance(doc, dict):
+        raise MetadataError(f"engine sidecar {p} holds no JSON object; rebuild the engine with gmg-build")
+    doc["verification"] = record
+    atomic_write_text(p, json.dumps(doc, indent=2, sort_keys=True))
+
+
+def verification_note(engine: str | Path, sidecar: str | Path | None = None) -> str | None:
+    """One line for an engine whose sidecar says it is unverified or failed verification; None when it passed
+    (or when there is no readable sidecar: the metadata reader reports that)."""
+    p = Path(sidecar) if sidecar is not None else sidecar_path(engine)
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    v = doc.get("verification")
+    if not isinstance(v, dict) or v.get("status", "unverified") == "unverified":
+        why = f" ({v['reason']})" if isinstance(v, dict) and v.get("reason") else ""
+        return f"engine {engine} is unverified{why}: its accuracy was never scored; verify it: {HOW_TO_VERIFY}"
+    if v.get("passed") is True:
+        return None
+    drop, lim = v.get("worst_drop"), v.get("limit")
+    what = (f"worst SSIM drop {drop:.3g} > limit {lim:g}" if isinstance(drop, (int, float)) and
+            isinstance(lim, (int, float)) else "outside its limit")
+    data = (v.get("data") or {}).get("path", "?") if isinstance(v.get("data"), dict) else "?"
+    return (f"engine {engine} FAILED verification on {data} ({what}, first at step {v.get('first_failing_step')}); "
+            f"rebuild it (other precision or calibration) and verify again: {HOW_TO_VERIFY}")
+
+
+def recorded_batch(plan: str | Path) -> tuple[int, int] | None:
+    """The ``(min, max)`` batch of the engine's optimization profile from its sidecar, or None if not recorded."""
+    try:
+        b = json.loads(sidecar_path(plan).read_text()).get("batch") or {}
+        return int(b["min"]), int(b["max"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None

@@ -10,6 +10,7 @@ Frames and predictions are in the model's units (OpenSTL-normalised data if the 
 """
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,16 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
     if by_suffix is not None and by_suffix != backend:
         raise InputError(f"{p.name} looks like a file for backend {by_suffix!r}, not for backend {backend!r}")
     return backend
+
+
+def _note_verification(engine: str | Path, metadata_path: Any) -> None:
+    """``warning: ...`` (one line, stderr) for an engine whose sidecar says unverified or failed."""
+    from gmg_deploy.engine.sidecar import verification_note
+
+    side = metadata_path if metadata_path is not None and Path(metadata_path).suffix.lower() == ".json" else None
+    note = verification_note(engine, side)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 @dataclass
@@ -129,6 +140,7 @@ class Forecaster:
             from gmg_deploy.runtime.trt_backend import TensorRTBackend
 
             runner = TensorRTBackend(path, device=device, batch_size=batch_size, **kwargs)
+            _note_verification(path, kwargs.get("metadata_path"))
         return cls(runner)
 
     @classmethod
