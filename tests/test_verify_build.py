@@ -223,13 +223,11 @@ def test_pitfall_gate():
 
 
 def test_known_pitfalls_reads_the_table_when_present(ws):
-    meta = read_metadata(ws / "fp32.onnx")
-    if importlib.util.find_spec("gmg_deploy.engine.pitfalls") is None:
-        assert build_cmd.known_pitfalls("10.9.0", meta) == []
-    else:
-        from gmg_deploy.engine.pitfalls import pitfalls_for
+    from gmg_deploy.engine.pitfalls import pitfalls_for
 
-        assert build_cmd.known_pitfalls("10.9.0", meta) == list(pitfalls_for("10.9.0", meta))
+    meta = read_metadata(ws / "fp32.onnx")
+    for version in ("10.9.0", "10.14.1.48", "11.1"):
+        assert build_cmd.known_pitfalls(version, meta) == list(pitfalls_for(version, meta))
 
 
 def test_recorded_batch_of_an_engine(ws, tmp_path):

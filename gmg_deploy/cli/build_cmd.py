@@ -98,8 +98,8 @@ def _run(opts: BuildOptions) -> None:
     from gmg_deploy.engine.trt_engine import PURPOSE, build_engine
     from gmg_deploy.engine.trt_import import import_tensorrt
 
-    trt = import_tensorrt(PURPOSE)
-    pitfall_gate(known_pitfalls(str(trt.__version__), meta), verify=opts.verify is not None, no_verify=opts.no_verify)
+    version = str(import_tensorrt(PURPOSE).__version__)  # one clear error when TensorRT is missing
+    pitfall_gate(known_pitfalls(version, meta), verify=opts.verify is not None, no_verify=opts.no_verify)
     plan, info = build_engine(opts.model, profile_shapes(meta, rng), workspace_mib=opts.workspace_mib,
                               timing_cache=opts.timing_cache)
     atomic_write_bytes(out, plan)
@@ -177,12 +177,8 @@ def verify_and_report(engine: Any, data: str, frames: Any, *, reference: Any = N
 
 def known_pitfalls(trt_version: str, meta: dict[str, Any]) -> list[Any]:
     """The known TensorRT pitfalls for this version and graph (:func:`gmg_deploy.engine.pitfalls.pitfalls_for`)."""
-    try:
-        from gmg_deploy.engine.pitfalls import pitfalls_for
-    except ModuleNotFoundError as e:  # the table ships with gmg-doctor; without it there is nothing to check
-        if e.name != "gmg_deploy.engine.pitfalls":
-            raise
-        return []
+    from gmg_deploy.engine.pitfalls import pitfalls_for
+
     return list(pitfalls_for(trt_version, meta))
 
 

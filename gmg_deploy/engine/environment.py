@@ -8,6 +8,7 @@ from typing import Any
 
 from gmg_deploy.engine.openvino_import import openvino_devices, openvino_version
 from gmg_deploy.engine.pitfalls import pitfalls_in
+from gmg_deploy.engine.sidecar import HOW_TO_VERIFY
 from gmg_deploy.engine.trt_import import tensorrt_version
 
 
@@ -63,6 +64,7 @@ def environment_report() -> dict[str, Any]:
     elif not gpu:
         notes.append("TensorRT is installed but no CUDA device is visible")
     pitfalls = None if versions["tensorrt"] is None else [asdict(p) for p in pitfalls_in(versions["tensorrt"])]
+    notes.append(f"verify every engine against its source graph on held-out data: {HOW_TO_VERIFY}")
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
             "openvino_devices": ov_devices, "backends": backends, "recommend": recommend,
