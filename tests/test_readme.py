@@ -15,10 +15,12 @@ import importlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,9 @@ def with_free_ports(script: str, ports: dict[str, int]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- running
+#: bash prologue: on any exit (an error included) stop the block's background jobs and wait for them
+_STOP_JOBS = "trap 'for j in $(jobs -p); do kill $j 2>/dev/null || true; done; wait' EXIT\n"
+
 _PY_DRIVER = (
     "import json, sys\n"
     "ns = {'__name__': '__main__'}\n"
@@ -137,6 +142,11 @@ def _run(argv: list[str], cwd: Path, stdin: str | None, what: str) -> None:
     assert proc.returncode == 0, f"{what} failed (exit {proc.returncode}); output:\n{out[-4000:]}"
 
 
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _steps(blocks: list[Block]) -> list[tuple[str, list[Block]]]:
     """Bash blocks one by one; consecutive Python blocks together (one interpreter)."""
     steps: list[tuple[str, list[Block]]] = []
@@ -160,13 +170,16 @@ def test_readme_blocks_run_in_order(tmp_path):
     ports = {"8000": free[0], "8001": free[1], "8002": free[2]}
     for kind, group in steps:
         what = f"README.md {kind} block at line {group[0].line}"
+        t0, cpu0 = time.monotonic(), _children_cpu_s()
         if kind == "bash":
             # a block that stops on an error still stops what it started in the background (gmg-serve)
-            script = "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n" + with_free_ports(group[0].runnable(), ports)
+            script = _STOP_JOBS + with_free_ports(group[0].runnable(), ports)
             _run(["bash", "-e", "-o", "pipefail", "-c", script], tmp_path, None, what)
         else:
             payload = json.dumps([[b.line, b.runnable()] for b in group])
             _run([sys.executable, "-c", _PY_DRIVER], tmp_path, payload, what)
+        # shown with pytest -s (figures, never asserted)
+        print(f"{what}: {time.monotonic() - t0:.1f} s wall, {_children_cpu_s() - cpu0:.1f} s CPU")
     # the outputs the blocks promise, with distinct names (nothing overwritten)
     for name in ("gmg-demo-out", "gmg_step.onnx", "gmg_step_pth.onnx", "preds_ort.npy", "step_int8_cpu.onnx",
                  "d8.onnx", "panel.mp4", "video_preds.npy", "models/gmg_py/config.pbtxt",
@@ -236,6 +249,16 @@ def test_readme_paths_exist():
     assert len(paths) > 10
     missing = sorted(p for p in paths if not (ROOT / p).exists())
     assert not missing, f"README.md names files that do not exist: {missing}"
+
+
+def test_readme_layout_names_every_package():
+    layout = README.read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    pkg = ROOT / "gmg_deploy"
+    subpackages = [p.name for p in sorted(pkg.iterdir()) if (p / "__init__.py").exists()]
+    modules = [p.name for p in sorted(pkg.glob("*.py")) if p.name != "__init__.py"]
+    missing = [f"gmg_deploy/{n}/" for n in subpackages if f"gmg_deploy/{n}/" not in layout]
+    missing += [m for m in modules if m not in layout]
+    assert not missing, f"README.md's Layout section does not name {missing}"
 
 
 # ---------------------------------------------------------------------------------------------- CLI table
