@@ -1,10 +1,12 @@
-"""What this machine can run: library versions, ORT providers, CUDA devices, usable backends/precisions."""
+"""What this machine can run: versions, ORT providers, CUDA devices, usable backends/precisions, TensorRT pitfalls."""
 from __future__ import annotations
 
 import importlib
 import platform
+from dataclasses import asdict
 from typing import Any
 
+from gmg_deploy.engine.pitfalls import pitfalls_in
 from gmg_deploy.engine.trt_import import tensorrt_version
 
 
@@ -38,24 +40,40 @@ def environment_report() -> dict[str, Any]:
                 cc = torch.cuda.get_device_capability(i)
                 devices.append({"index": i, "name": torch.cuda.get_device_name(i), "compute_capability": f"{cc[0]}.{cc[1]}"})
     gpu = bool(devices)
-    trt = versions["tensorrt"] is not None and gpu
+    trt_usable = versions["tensorrt"] is not None and gpu
     backends = {
         "torch-cpu": {"usable": versions["torch"] is not None, "precisions": ["fp32"]},
         "torch-cuda": {"usable": versions["torch"] is not None and gpu, "precisions": ["fp32", "fp16"]},
         "onnxruntime-cpu": {"usable": "CPUExecutionProvider" in providers, "precisions": ["fp32", "int8", "fp16 (upcast)"]},
         "onnxruntime-cuda": {"usable": "CUDAExecutionProvider" in providers and gpu, "precisions": ["fp32", "fp16", "int8"]},
-        "tensorrt": {"usable": trt, "precisions": ["fp32", "fp16", "int8"],
-                     "strongly_typed": "always (11.x)" if trt and versions["tensorrt"].startswith("11")
-                     else "STRONGLY_TYPED flag (10.x)" if trt else None},
+        "tensorrt": {"usable": trt_usable, "precisions": ["fp32", "fp16", "int8"],
+                     "strongly_typed": "always (11.x)" if trt_usable and versions["tensorrt"].startswith("11")
+                     else "STRONGLY_TYPED flag (10.x)" if trt_usable else None},
     }
     notes = []
     if versions["tensorrt"] is None:
         notes.append("TensorRT missing: pip install 'gmg-deploy[trt]' from NVIDIA's package index on a CUDA machine")
     elif not gpu:
         notes.append("TensorRT is installed but no CUDA device is visible")
+    pitfalls = None if versions["tensorrt"] is None else [asdict(p) for p in pitfalls_in(versions["tensorrt"])]
     return {"python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "onnxruntime_providers": providers, "cuda": cuda_version, "cuda_devices": devices,
-            "backends": backends, "notes": notes}
+            "backends": backends, "tensorrt_pitfalls": pitfalls, "notes": notes}
+
+
+def format_pitfalls(trt_version: str | None) -> str:
+    """The known TensorRT pitfalls whose version range holds ``trt_version``, as text (``gmg-doctor``)."""
+    if trt_version is None:
+        return "TensorRT pitfalls: TensorRT not installed"
+    found = pitfalls_in(trt_version)
+    if not found:
+        return f"TensorRT pitfalls: none known for TensorRT {trt_version}"
+    lines = [f"TensorRT pitfalls for TensorRT {trt_version} (they apply to graphs of that pattern):"]
+    for p in found:
+        verify = " [gmg-build verifies such engines on data]" if p.requires_verify else ""
+        lines.append(f"  {p.id} ({p.source}, TensorRT {p.versions}): {p.pattern}{verify}")
+        lines.append(f"    -> {p.advice}")
+    return "\n".join(lines)
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -72,6 +90,7 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append("backends:")
     for name, b in rep["backends"].items():
         lines.append(f"  {name:<17} {'yes' if b['usable'] else 'no ':<4} {', '.join(b['precisions'])}")
+    lines.append(format_pitfalls(rep["versions"]["tensorrt"]))
     for n in rep["notes"]:
         lines.append(f"note: {n}")
     return "\n".join(lines)
