@@ -21,6 +21,7 @@ class EngineOptions:
     warp_gate: str = "auto"
     threads: int | None = None
     no_spin: bool = False
+    timeout: float | None = None  # triton:// engines: seconds per request (the backend's default when None)
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "EngineOptions":
@@ -45,6 +46,10 @@ class EngineOptions:
             kwargs = {"threads": self.threads, "spin": not self.no_spin}
         elif self.threads is not None or self.no_spin:
             raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
+        if kind == "triton" and self.timeout is not None:
+            kwargs = {"timeout": self.timeout}
+        elif self.timeout is not None:
+            raise InputError("--timeout applies to a remote engine (triton://HOST:PORT/NAME) only")
         return _open_clamped(self.engine, streams, self.batch_size if batch_size is None else batch_size, kind,
                              dev, kwargs)
 

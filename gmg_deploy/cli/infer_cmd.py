@@ -81,6 +81,8 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
               help="[cuda for TensorRT, else cpu]")
 @click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
+@click.option("--timeout", type=float, default=None, metavar="S",
+              help="triton:// engines: seconds each request (and the closing END) may take [60].")
 @warp_gate_option
 @click.option("--clip", is_flag=True,
               help="Clip predictions to [0, 1] before saving and scoring (default: as the model outputs them, "

@@ -102,7 +102,8 @@ class Forecaster:
         ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
         the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
         ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
-        ``cuda_graph``/``metadata_path``.
+        ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
+        bounding the END requests of :meth:`close`).
         """
         kind = pick_backend(path, backend)
         if kind == "torch":
