@@ -10,13 +10,14 @@ from typing import Any
 
 from gmg_deploy.video.kinds import is_video_input, source_kind
 
-__all__ = ["FrameSource", "Preprocessor", "VideoWriter", "run_streams", "is_video_input", "source_kind",
+__all__ = ["FrameSource", "LatestFrameReader", "Preprocessor", "VideoWriter", "run_streams", "is_video_input", "source_kind",
            "render_panel", "require_av"]
 
 
 #: Lazily imported names -> their module (keeps PyAV out of plain imports).
 _LAZY = {
     "FrameSource": "gmg_deploy.video.source",
+    "LatestFrameReader": "gmg_deploy.video.source",
     "require_av": "gmg_deploy.video.avlib",
     "Preprocessor": "gmg_deploy.video.preprocess",
     "VideoWriter": "gmg_deploy.video.writer",
