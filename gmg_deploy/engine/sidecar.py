@@ -98,7 +98,9 @@ def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
     try:
         doc = json.loads(p.read_text())
     except FileNotFoundError:
-        raise MetadataError(f"engine sidecar {p} does not exist; rebuild with gmg-build, or pass metadata_path=") from None
+        raise MetadataError(f"TensorRT engine sidecar {p} does not exist; rebuild with gmg-build (it writes the "
+                            "engine's metadata beside the .plan), or copy the engine's .plan.json next to it "
+                            "(Python: Forecaster.open(engine, metadata_path=SOURCE.onnx))") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
     if not isinstance(doc, dict):
