@@ -95,3 +95,50 @@ def check_numpy_file(p: Path, where: str) -> None:
         return
     kind = "text" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "not NumPy data"
     raise InputError(f"{where} {p} is not a NumPy .npy/.npz file (it holds {kind}); write it with numpy.save")
+
+
+#: The largest ``--threads`` accepted, as a multiple of the CPU count (more only costs memory and switching).
+MAX_THREADS_PER_CPU = 4
+
+
+def check_timeout(seconds: Any, flag: str) -> float:
+    """A timeout option in seconds: a finite number > 0 (``inf``/``nan``/0/negative refused) -> float."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} {seconds!r} is not a number of seconds") from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{flag} {seconds!r} must be a finite number of seconds > 0 (e.g. 10)")
+    if value > 86400 * 7:
+        raise InputError(f"{flag} {value:g} s is over a week; give at most {86400 * 7} seconds")
+    return value
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """A thread-count option: ``None``/0 (the library's default) or 1..4x the CPU count; refuse above."""
+    if threads is None:
+        return None
+    top = MAX_THREADS_PER_CPU * cpu_count()
+    if threads < 0:
+        raise InputError(f"{flag} {threads} must be >= 0")
+    if threads > top:
+        raise InputError(f"{flag} {threads} is more than {MAX_THREADS_PER_CPU}x the {cpu_count()} CPU(s) here; "
+                         f"give at most {top} (0: one per core)")
+    return int(threads)
+
+
+def check_graph_weights(proto: Any, where: str) -> None:
+    """Refuse an ONNX graph (``ModelProto``, external data loaded) whose initializers hold NaN/Inf."""
+    from onnx import numpy_helper
+
+    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), where)

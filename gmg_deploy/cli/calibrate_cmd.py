@@ -22,7 +22,7 @@ import numpy as np
 from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
 from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import check_output_path
+from gmg_deploy.io import check_not_input, check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
@@ -108,6 +108,8 @@ def _run(opts: CalibrateOptions) -> None:
     from gmg_deploy.precision import calibrate
 
     out = check_output_path(opts.output, force=opts.force)
+    check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
+                          "--config-file": opts.config_file}, "-o/--output")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.warp_gate,
                                  trust_checkpoint=opts.trust_checkpoint, config_file=opts.config_file,

@@ -54,8 +54,10 @@ class CompareOptions:
 
 def _run(opts: CompareOptions) -> None:
     from gmg_deploy.evaluate.accuracy import compare_graphs
+    from gmg_deploy.checks import check_threads
     from gmg_deploy.precision.fp16 import emulate_fp16
 
+    check_threads(opts.threads, "--threads")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     protos = []
     for p in (opts.reference, opts.candidate):

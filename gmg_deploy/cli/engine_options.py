@@ -29,8 +29,10 @@ class EngineOptions:
     def open(self, batch_size: int | None = None, *, streams: int | None = None) -> Any:
         """The :class:`Forecaster` with ``batch_size`` slots (default ``--batch-size``), no more than ``streams``
         when known (unless the engine's batch is fixed)."""
+        from gmg_deploy.checks import check_threads
         from gmg_deploy.runtime.forecaster import pick_backend
 
+        check_threads(self.threads, "--threads")
         kind = pick_backend(self.engine, self.backend)
         dev = self.device or ("cuda" if kind == "tensorrt" else "cpu")
         kwargs: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.cli.engine_options import EngineOptions
 from gmg_deploy.cli.infer_video import VideoOptions, check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_save_npy, check_output_path
+from gmg_deploy.io import atomic_save_npy, check_not_input, check_output_path
 from gmg_deploy.video.kinds import is_video_input
 
 
@@ -152,6 +152,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     """The array path: forecast the sequences of the one ``--input``, save them, score them -> the summary."""
     from gmg_deploy.evaluate.metrics import all_metrics
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
+    from gmg_deploy.runtime.buffers import check_horizon_budget
     from gmg_deploy.runtime.inputs import count_sequences, load_frames
 
     input_path, engine, pre, aft, clip = opts.inputs[0], opts.engine.engine, opts.pre, opts.aft, opts.clip
@@ -160,6 +161,9 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     gif_path = check_output_path(opts.gif, force=opts.force) if opts.gif else None
     if gif_path is not None and gif_path.resolve() == out_path.resolve():
         raise InputError("--gif and --out name the same file; give two paths")
+    read = {"--input": input_path, "--engine": engine, "--config-file": opts.engine.config_file}
+    check_not_input(out_path, read, "--out")
+    check_not_input(gif_path, read, "--gif")
     fc = opts.engine.open(streams=count_sequences(input_path))
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
@@ -168,6 +172,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     N, T = frames.shape[:2]
     if T < pre:
         raise InputError(f"input has {T} frames per sequence, fewer than --pre {pre}")
+    check_horizon_budget(aft, "--aft", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device, kept=N)
     has_truth = T >= pre + aft
     if opts.metrics and not has_truth:
         raise InputError(f"--metrics needs ground truth: input has T={T} frames, pre+aft={pre + aft}; "

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 import click
 import numpy as np
 
+from gmg_deploy.checks import check_timeout
 from gmg_deploy.cli.common import fields_of, say_error
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_output_path
+from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_not_input, check_output_path
 
 if TYPE_CHECKING:
     from gmg_deploy.cli.infer_cmd import InferOptions
@@ -81,23 +82,25 @@ def gif_window(pre_n: int, horizon: int) -> int:
 
 
 def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
-              batch_size: int | None, as_json: bool, force: bool) -> int:
+              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] = {}) -> int:
     """Run the video path; returns the exit status (0, 2 when a source failed mid-stream, 130 on Ctrl-C).
 
-    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options).
+    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
+    the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
     """
+    from gmg_deploy.runtime.buffers import check_horizon_budget
     from gmg_deploy.video.preprocess import Preprocessor
     from gmg_deploy.video.stream import open_sources, run_streams
     from gmg_deploy.video.writer import check_video_out
 
     horizon, video_out, fit, quiet = video.horizon, video.video_out, video.fit, video.quiet
-    connect_timeout = video.connect_timeout
-
-    if connect_timeout <= 0:
-        raise InputError(f"--connect-timeout {connect_timeout:g} must be > 0 seconds")
+    connect_timeout = check_timeout(video.connect_timeout, "--connect-timeout")
     paths = [check_output_path(p, force=force) for p in (out, gif, video_out) if p]
     if len({p.resolve() for p in paths}) < len(paths):
         raise InputError("--out, --gif and --video-out must name different files")
+    read = {**{f"--input {i + 1}" if len(inputs) > 1 else "--input": s for i, s in enumerate(inputs)}, **reads}
+    for flag, p in (("--out", out), ("--gif", gif), ("--video-out", video_out)):
+        check_not_input(p, read, flag)
     if out and len(inputs) > 1 and Path(out).suffix.lower() != ".npz":
         raise InputError(f"--out {out}: with {len(inputs)} inputs give a .npz (one array per input)")
     if out and len(inputs) == 1 and Path(out).suffix.lower() != ".npy":
@@ -107,6 +110,7 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     fc = fc_open(batch_size or len(inputs))
     try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
         K = fc.config.aft_seq_length if horizon is None else horizon
+        check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
         pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
         sources = open_sources(inputs, connect_timeout)
         window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
@@ -216,4 +220,5 @@ def video_main(opts: "InferOptions") -> int:
     slots = len(inputs) if batch_size == 1 else batch_size
     # Ctrl-C outside the streams (opening the model or a source) is the shared `error: interrupted`, exit 130
     return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
-                     as_json=opts.as_json, force=opts.force)
+                     as_json=opts.as_json, force=opts.force,
+                     reads={"--engine": opts.engine.engine, "--config-file": opts.engine.config_file})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gmg_deploy.errors import InputError
+from gmg_deploy.checks import check_threads
 
 
 def session_options(threads: int | None = 1, spin: bool = True) -> Any:
@@ -12,8 +12,7 @@ def session_options(threads: int | None = 1, spin: bool = True) -> Any:
     ``spin``: whether idle intra-op threads busy-wait for work (ORT's default; turn it off on a shared host)."""
     import onnxruntime as ort
 
-    if threads is not None and threads < 0:
-        raise InputError(f"threads={threads} must be >= 1 (or 0 for ONNX Runtime's default)")
+    check_threads(threads, "threads")  # 0..4x the CPU count (more threads only cost memory)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)

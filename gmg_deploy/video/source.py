@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from gmg_deploy.checks import check_timeout
 from gmg_deploy.errors import InputError
 from gmg_deploy.video.avlib import require_av
 from gmg_deploy.video.kinds import source_kind
@@ -59,11 +60,13 @@ class FrameSource:
                 raise SourceError(f"camera {self.spec} does not exist; list cameras with 'ls /dev/video*'")
             kwargs["format"] = "v4l2"
         else:
-            if connect_timeout <= 0:
-                raise SourceError(f"--connect-timeout {connect_timeout} must be > 0 seconds")
-            kwargs["timeout"] = float(connect_timeout)
+            t = check_timeout(connect_timeout, "--connect-timeout")
+            # (open, read): PyAV's interrupt callback ends any blocking open or packet read after t seconds
+            kwargs["timeout"] = (t, t)
             if self.spec.lower().startswith(("rtsp://", "rtsps://")):
                 kwargs["options"] = {"rtsp_transport": "tcp"}
+            else:  # FFmpeg's own bound on every socket read/write of the protocol (microseconds)
+                kwargs["options"] = {"rw_timeout": str(int(t * 1e6))}
         try:
             self.container = av.open(self.spec, **kwargs)
         except EOFError:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gmg_deploy.checks import check_timeout
 from gmg_deploy.errors import InputError
 from gmg_deploy.video.panel import column_labels, panel_geometry, render_panel
 from gmg_deploy.video.preprocess import Preprocessor
@@ -135,6 +136,7 @@ def run_streams(
     if isinstance(horizon, bool) or int(horizon) < 1:
         raise InputError(f"--horizon {horizon} must be >= 1")
     K = int(horizon)
+    read_timeout = check_timeout(read_timeout, "read_timeout")
     if not sources:
         raise InputError("no video source given")
     pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)
