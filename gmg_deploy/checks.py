@@ -59,12 +59,25 @@ def check_frames(x: Any, batch_size: int | None, frame_shape: Sequence[int], wha
     return x.ndim
 
 
+#: Bytes of input one check reads at a time (a memory-mapped input is never copied whole).
+CHECK_CHUNK_BYTES = 64 * 2**20
+
+
+def row_chunks(a: np.ndarray) -> Any:
+    """``(start, a[start:stop])`` slices along axis 0 of about :data:`CHECK_CHUNK_BYTES` each."""
+    row = max(int(a[:1].nbytes), 1) if a.ndim and a.shape[0] else 1
+    step = max(CHECK_CHUNK_BYTES // row, 1)
+    for s in range(0, a.shape[0] if a.ndim else 1, step):
+        yield s, (a[s : s + step] if a.ndim else a)
+
+
 def check_finite_frames(a: np.ndarray, where: str, fix: str = "clean the data") -> None:
     """Refuse NaN/Inf in ``(N, T, ...)`` frames, naming the first sequence and frame that hold one."""
-    finite = np.isfinite(a)
-    if not finite.all():
-        n, t = (int(i) for i in np.argwhere(~finite)[0][:2])
-        raise InputError(f"{where} holds NaN or infinite values (sequence {n}, frame {t}); {fix}")
+    for start, part in row_chunks(a):
+        finite = np.isfinite(part)
+        if not finite.all():
+            n, t = (int(i) for i in np.argwhere(~finite)[0][:2])
+            raise InputError(f"{where} holds NaN or infinite values (sequence {start + n}, frame {t}); {fix}")
 
 
 def check_not_8bit_floats(a: np.ndarray, where: str) -> None:
@@ -72,7 +85,7 @@ def check_not_8bit_floats(a: np.ndarray, where: str) -> None:
     if not np.issubdtype(a.dtype, np.floating) or a.size == 0:
         return
     hi, lo = float(a.max()), float(a.min())
-    if 1.5 < hi <= 255 and lo >= 0 and bool(np.all(a == np.round(a))):
+    if 1.5 < hi <= 255 and lo >= 0 and all(bool(np.all(c == np.round(c))) for _, c in row_chunks(a)):
         raise InputError(f"{where} holds float values {lo:g}..{hi:g} in whole numbers: they look like 8-bit "
                          "pixels; scale them to [0, 1] (divide by 255) or save them as uint8")
 

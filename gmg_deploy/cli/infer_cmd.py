@@ -42,7 +42,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
     bar = click.progressbar(length=N, label="sequences", file=sys.stderr) if show_progress else None
     try:
         for s in starts:
-            chunk = frames[s : s + B, :pre]
+            chunk = np.array(frames[s : s + B, :pre], dtype=np.float32)  # a copy: frames may be memory-mapped
             n = chunk.shape[0]
             if n < B:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], B - n, axis=0)])
