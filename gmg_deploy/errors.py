@@ -23,3 +23,7 @@ class InputError(GMGError, ValueError):
 
 class ServeError(GMGError, RuntimeError):
     """A model server cannot be found, started or reached, or it refused a request."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so every "keep what was processed" path runs; exit 143."""

@@ -1,24 +1,23 @@
-"""Stage: cli."""
+"""Stage: cli - the gmg-* commands on top of every other stage (importing this installs the signal contract)."""
 from __future__ import annotations
 
 import os
 import sys
 
-
-def _running_a_command() -> bool:
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return os.path.basename(sys.argv[0] if sys.argv else "").startswith("gmg-") or (
-        spec is not None and str(spec.name).startswith("gmg_deploy.cli."))
+from gmg_deploy.cli.signals import defer_at_import, running_a_command
 
 
 def _interrupt_hook(kind, value, tb):  # type: ignore[no-untyped-def]
-    """Ctrl-C while a gmg-* command still imports its modules (before its own handler): one line, exit 130."""
-    if issubclass(kind, KeyboardInterrupt) and _running_a_command():
-        sys.stderr.write("error: interrupted\n")
+    """Ctrl-C/SIGTERM before a gmg-* command's own handler: one line, exit 130/143, no traceback."""
+    if issubclass(kind, KeyboardInterrupt) and running_a_command():
+        from gmg_deploy.cli.signals import message_of, status_of
+
+        sys.stderr.write(f"error: {message_of(value)}\n")
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(status_of(value))
     _previous_hook(kind, value, tb)
 
 
 _previous_hook = sys.excepthook
 sys.excepthook = _interrupt_hook
+defer_at_import()

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping
 
 import click
 
+from gmg_deploy.cli import signals
 from gmg_deploy.errors import GMGError
 
 
@@ -16,16 +17,17 @@ def say_error(msg: str) -> None:
     click.echo("error: " + " ".join(str(msg).split()), err=True)
 
 
-def _interrupted() -> None:
-    """Ctrl-C: one line, exit status 130 (128 + SIGINT), whatever was running."""
-    say_error("interrupted")
-    sys.exit(130)
+def exit_interrupted(exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM: one line (``interrupted``/``terminated``), exit status 130/143, whatever was running."""
+    say_error(signals.message_of(exc))
+    sys.exit(signals.status_of(exc))
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run ``fn``; a :class:`GMGError` becomes ``error: <msg>`` (one line) on stderr and exit status 2.
 
-    Ctrl-C becomes ``error: interrupted`` and exit status 130.
+    Ctrl-C becomes ``error: interrupted`` and exit status 130; SIGTERM ``error: terminated`` and 143
+    (see :mod:`gmg_deploy.cli.signals`).
     """
 
     @functools.wraps(fn)
@@ -35,8 +37,8 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except GMGError as e:
             say_error(str(e))
             sys.exit(2)
-        except KeyboardInterrupt:
-            _interrupted()
+        except KeyboardInterrupt as e:
+            exit_interrupted(e)
 
     return wrapper
 
@@ -62,14 +64,23 @@ class OneLineCommand(click.Command):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
+            signals.start_command()  # a signal deferred while the modules loaded raises here
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            status = rv if isinstance(rv, int) else 0
         except click.ClickException as e:  # UsageError, BadParameter, NoSuchOption, FileError, ...
             name = (e.ctx.command_path if getattr(e, "ctx", None) is not None else None) or prog_name or self.name
             say_error(f"{name}: {e.format_message()} (see {name} --help)")
-            sys.exit(2)
-        except (click.Abort, KeyboardInterrupt):
-            _interrupted()
-        sys.exit(rv if isinstance(rv, int) else 0)
+            status = 2
+        except click.Abort:
+            say_error("interrupted")
+            status = 130
+        except KeyboardInterrupt as e:
+            say_error(signals.message_of(e))
+            status = signals.status_of(e)
+        except SystemExit as e:  # one_line_errors' exits (2, 130, 143) and the command's own
+            status = e.code
+        signals.finish_command()  # the work is over: a late signal no longer changes the outcome
+        sys.exit(status)
 
 
 def fields_of(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
