@@ -121,7 +121,7 @@ def check_timeout(seconds: Any, flag: str) -> float:
     except (TypeError, ValueError):
         raise InputError(f"{flag} {seconds!r} is not a number of seconds") from None
     if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{flag} {seconds!r} must be a finite number of seconds > 0 (e.g. 10)")
+        raise InputError(f"{flag} {value:g} must be a finite number of seconds > 0 (e.g. 10)")
     if value > 86400 * 7:
         raise InputError(f"{flag} {value:g} s is over a week; give at most {86400 * 7} seconds")
     return value

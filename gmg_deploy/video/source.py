@@ -96,9 +96,13 @@ class FrameSource:
         return self.kind != "file"
 
     def __iter__(self) -> Iterator[Frame]:
+        end_s: float | None = None  # where the last decoded frame ends, in seconds
         try:
             for vf in self.container.decode(self.stream):
                 img = vf.to_ndarray(format="rgb24")
+                if vf.time is not None:
+                    step = float(vf.duration * vf.time_base) if vf.duration and vf.time_base else 0.0
+                    end_s = float(vf.time) + (step or (1.0 / self.fps if self.fps else 0.0))
                 yield Frame(img, self.frames_decoded, time.perf_counter())
                 self.frames_decoded += 1
         except GeneratorExit:
@@ -108,6 +112,24 @@ class FrameSource:
                               f"({_reason(e)})") from None
         if self.frames_decoded == 0:
             raise SourceError(f"input {self.spec} holds 0 video frames; give a video with at least one frame")
+        if self.kind == "file":
+            self._check_complete(end_s)
+
+    def _check_complete(self, end_s: float | None) -> None:
+        """A file whose header announces more frames (or a longer duration) than were decoded was cut short."""
+        n, announced = self.frames_decoded, int(self.stream.frames or 0)
+        if announced and n + 1 < announced:
+            raise SourceError(f"input {self.spec} ended after {n} of the {announced} frames its header announces "
+                              "(the file is truncated or damaged)")
+        duration = self.container.duration  # microseconds (AV_TIME_BASE), None when unknown
+        if duration is None or end_s is None or not self.fps:
+            return
+        start = (self.container.start_time or 0) / 1e6
+        total = duration / 1e6
+        missing = start + total - end_s
+        if missing > max(2.0 / self.fps, 0.05 * total):
+            raise SourceError(f"input {self.spec} ended after {n} frame(s), {end_s - start:.2f} s of the "
+                              f"{total:.2f} s its header announces (the file is truncated or damaged)")
 
     def close(self) -> None:
         try:
