@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from gmg_deploy.checks import check_timeout
+from gmg_deploy.cli import signals
 from gmg_deploy.cli.common import fields_of, say_error
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_not_input, check_output_path
@@ -44,20 +45,28 @@ def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
         atomic_save_npz(path, {f"input{i}": a for i, a in enumerate(arrays)})
 
 
-def _progress_printer(quiet: bool) -> Any:
-    if quiet:
-        return None
-    last = [0.0]
+class _Progress:
+    """The ``\r`` progress line on stderr (at most once a second); :meth:`end` ends it with a newline, so the
+    summary or an error that follows starts on its own line."""
 
-    def show(rep: Any) -> None:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._last = 0.0
+        self._open = False
+
+    def __call__(self, rep: Any) -> None:
         now = time.perf_counter()
-        if now - last[0] < 1.0:
+        if self.quiet or now - self._last < 1.0:
             return
-        last[0] = now
+        self._last = now
         fps = rep.frames / rep.wall_s if rep.wall_s > 0 else 0.0
         click.echo(f"\rframes {rep.frames}  {fps:.1f} fps  dropped {rep.dropped}", err=True, nl=False)
+        self._open = True
 
-    return show
+    def end(self) -> None:
+        if self._open:
+            click.echo("", err=True)
+            self._open = False
 
 
 def _write_gif(path: Path, pre_n: int, res: Any, pre: Any) -> tuple[int, tuple[int, int]]:
@@ -83,7 +92,8 @@ def gif_window(pre_n: int, horizon: int) -> int:
 
 def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
               batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] = {}) -> int:
-    """Run the video path; returns the exit status (0, 2 when a source failed mid-stream, 130 on Ctrl-C).
+    """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
+    Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
 
     ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
     the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
@@ -108,6 +118,8 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     if video_out:
         check_video_out(video_out)
     fc = fc_open(batch_size or len(inputs))
+    progress = _Progress(quiet)
+    close_error: str | None = None
     try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
         K = fc.config.aft_seq_length if horizon is None else horizon
         check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
@@ -117,12 +129,14 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
         note = (lambda s: click.echo(s, err=True))
         rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
                           keep_preds=True if out else (window if gif else False),
-                          keep_observed=window if gif else False, progress=_progress_printer(quiet),
+                          keep_observed=window if gif else False, progress=progress,
                           note=note, read_timeout=connect_timeout)
     finally:
-        fc.close()
-    if not quiet:
-        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+        progress.end()  # an error raised from here on starts on its own line
+        try:
+            fc.close()
+        except Exception as e:  # a failed engine (e.g. a server gone) may fail to close too: outputs first
+            close_error = f"closing the {fc.backend_name} engine failed ({' '.join(str(e).split())[:160]})"
     summary = rep.summary()
     summary.update(engine_backend=fc.backend_name, device=str(fc.device), batch_size=fc.batch_size, fit=fit)
     if out and rep.frames:
@@ -147,14 +161,16 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     if rep.video_out and rep.video_frames:
         lines.append(f"video ({rep.video_frames} frames, {rep.codec}) -> {rep.video_out}")
     if rep.partial:
-        why = "interrupted" if rep.interrupted else "a source failed"
+        why = ("interrupted" if rep.interrupt is None else signals.message_of(rep.interrupt)) if rep.interrupted \
+            else "the engine failed" if rep.engine_error else "a source failed"
         lines.append(f"partial: {why}; the outputs hold the {rep.frames} frame(s) processed")
     for line in lines:
         click.echo(line, err=True)
     if rep.interrupted:
-        say_error("interrupted")
-        return 130
-    failed = [s.error for s in rep.streams if s.error]
+        exc = rep.interrupt if rep.interrupt is not None else KeyboardInterrupt()
+        say_error(signals.message_of(exc))
+        return signals.status_of(exc)
+    failed = [e for e in [rep.engine_error, *(s.error for s in rep.streams)] if e] + ([close_error] if close_error else [])
     if failed:
         say_error(failed[0])
         return 2

@@ -18,7 +18,7 @@ def session_options(threads: int | None = 1, spin: bool = True) -> Any:
         opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failed run is reported once, by the caller's error line
     return opts
 
 

@@ -34,7 +34,7 @@ class Frame:
     t_arrived: float
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return " ".join(str(text).split())[:160]
 
@@ -78,7 +78,7 @@ class FrameSource:
                            "(--connect-timeout)",
                     "camera": "; check that the camera is free and readable",
                     "file": "; is it a complete, readable video?"}[self.kind]
-            raise SourceError(f"{what} {self.spec} ({_reason(e)}){hint}") from None
+            raise SourceError(f"{what} {self.spec} ({error_reason(e)}){hint}") from None
         if not self.container.streams.video:
             self.container.close()
             raise SourceError(f"input {self.spec} holds no video stream")
@@ -109,7 +109,7 @@ class FrameSource:
             raise
         except Exception as e:
             raise SourceError(f"input {self.spec} failed after {self.frames_decoded} frame(s) "
-                              f"({_reason(e)})") from None
+                              f"({error_reason(e)})") from None
         if self.frames_decoded == 0:
             raise SourceError(f"input {self.spec} holds 0 video frames; give a video with at least one frame")
         if self.kind == "file":
