@@ -138,6 +138,10 @@ def test_horizon_and_aft_bounded_by_the_memory_budget(tmp_path, video_onnx_path,
     for h in ("99999999999999999999999", "1000"):
         r = _run(["--engine", video_onnx_path, "--input", clip, "--horizon", h, "--quiet"], env=env)
         _assert_one_error(r, rf"--horizon {h} needs .* over the memory budget of 1.0 MiB .*use --horizon 512 or less")
+    # with --out every frame's forecasts stay until the end: the file's 12 frames count too (1 MiB / 14 KiB)
+    r = _run(["--engine", video_onnx_path, "--input", clip, "--horizon", 100, "--out", tmp_path / "o.npy", "--quiet"],
+             env=env)
+    _assert_one_error(r, r"--horizon 100 needs .* \(14 KiB per frame ahead\), .* use --horizon 73 or less")
     from gmg_deploy.runtime.buffers import check_horizon_budget
 
     monkeypatch.setenv("GMG_MEMORY_BUDGET_MB", "1")  # the boundary (a run at 512 takes 512 model steps a frame)

@@ -125,6 +125,14 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
         check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
         pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
         sources = open_sources(inputs, connect_timeout)
+        if out and not any(s.is_live for s in sources):  # --out keeps every frame's K forecasts until the end
+            try:
+                check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size,
+                                     device=fc.device, kept=sum(s.expected_frames or 0 for s in sources))
+            except BaseException:
+                for s in sources:
+                    s.close()
+                raise
         window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
         note = (lambda s: click.echo(s, err=True))
         rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,

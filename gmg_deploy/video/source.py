@@ -91,6 +91,17 @@ class FrameSource:
         self.frames_decoded = 0
 
     @property
+    def expected_frames(self) -> int | None:
+        """Frames a file announces (its header's count, else duration x fps); ``None`` for live sources."""
+        if self.is_live:
+            return None
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if self.container.duration and self.fps:
+            return int(round(self.container.duration / 1e6 * self.fps))
+        return None
+
+    @property
     def is_live(self) -> bool:
         """Cameras and URLs deliver frames in real time; files can be read as fast as decoding goes."""
         return self.kind != "file"
