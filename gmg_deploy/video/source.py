@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ class Frame:
     t_arrived: float
 
 
-def error_reason(e: BaseException) -> str:
+def error_reason(e: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, at most ``limit`` characters, without C++ source locations."""
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())[:160]
+    text = re.sub(r"\S+\.(?:h|hpp|cc|cpp|cu):\d+\s+(?:\S+::\S+\(.*?\)\s+)?", "", str(text))
+    return " ".join(text.split())[:limit]
 
 
 class FrameSource:

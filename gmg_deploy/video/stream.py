@@ -238,7 +238,7 @@ def run_streams(
                     fut = fc.forecast(K)
                 except Exception as e:  # the engine failed (a server gone, a runtime error): keep what was done
                     report.engine_error = (f"the {fc.backend_name} engine failed at step {report.steps + 1} "
-                                           f"({error_reason(e)}); the run stopped there")
+                                           f"({error_reason(e, 300)}); the run stopped there")
                     break
                 if on_step is not None:
                     on_step(report.steps)
