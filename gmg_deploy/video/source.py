@@ -52,6 +52,8 @@ class FrameSource:
         self.spec = str(spec)
         self.kind = source_kind(self.spec) or "file"
         av = require_av()
+        self._stalled = av.error.ExitError  # what PyAV raises when its interrupt callback (the timeout) fires
+        self.read_timeout: float | None = None
         kwargs: dict[str, Any] = {}
         if self.kind == "file":
             if not os.path.exists(self.spec):
@@ -66,6 +68,7 @@ class FrameSource:
             t = check_timeout(connect_timeout, "--connect-timeout")
             # (open, read): PyAV's interrupt callback ends any blocking open or packet read after t seconds
             kwargs["timeout"] = (t, t)
+            self.read_timeout = t
             if self.spec.lower().startswith(("rtsp://", "rtsps://")):
                 kwargs["options"] = {"rtsp_transport": "tcp"}
             else:  # FFmpeg's own bound on every socket read/write of the protocol (microseconds)
@@ -122,6 +125,9 @@ class FrameSource:
         except GeneratorExit:
             raise
         except Exception as e:
+            if isinstance(e, self._stalled) and self.read_timeout is not None:
+                raise SourceError(f"input {self.spec} stalled after {self.frames_decoded} frame(s): nothing arrived "
+                                  f"for {self.read_timeout:g} s (--connect-timeout)") from None
             raise SourceError(f"input {self.spec} failed after {self.frames_decoded} frame(s) "
                               f"({error_reason(e)})") from None
         if self.frames_decoded == 0:
