@@ -91,7 +91,7 @@ def gif_window(pre_n: int, horizon: int) -> int:
 
 
 def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
-              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] = {}) -> int:
+              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] | None = None) -> int:
     """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
     Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
 
@@ -108,7 +108,7 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     paths = [check_output_path(p, force=force) for p in (out, gif, video_out) if p]
     if len({p.resolve() for p in paths}) < len(paths):
         raise InputError("--out, --gif and --video-out must name different files")
-    read = {**{f"--input {i + 1}" if len(inputs) > 1 else "--input": s for i, s in enumerate(inputs)}, **reads}
+    read = {**{f"--input {i + 1}" if len(inputs) > 1 else "--input": s for i, s in enumerate(inputs)}, **(reads or {})}
     for flag, p in (("--out", out), ("--gif", gif), ("--video-out", video_out)):
         check_not_input(p, read, flag)
     if out and len(inputs) > 1 and Path(out).suffix.lower() != ".npz":
@@ -168,17 +168,19 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
                      f"p99 {lat['p99']:.1f} ms")
     if rep.video_out and rep.video_frames:
         lines.append(f"video ({rep.video_frames} frames, {rep.codec}) -> {rep.video_out}")
+    interrupt = (rep.interrupt or KeyboardInterrupt()) if rep.interrupted else None
     if rep.partial:
-        why = ("interrupted" if rep.interrupt is None else signals.message_of(rep.interrupt)) if rep.interrupted \
-            else "the engine failed" if rep.engine_error else "a source failed"
+        if interrupt is not None:
+            why = signals.message_of(interrupt)  # interrupted (Ctrl-C) / terminated (SIGTERM)
+        else:
+            why = "the engine failed" if rep.engine_error else "a source failed"
         lines.append(f"partial: {why}; the outputs hold the {rep.frames} frame(s) processed")
     for line in lines:
         click.echo(line, err=True)
-    if rep.interrupted:
-        exc = rep.interrupt if rep.interrupt is not None else KeyboardInterrupt()
-        say_error(signals.message_of(exc))
-        return signals.status_of(exc)
-    failed = [e for e in [rep.engine_error, *(s.error for s in rep.streams)] if e] + ([close_error] if close_error else [])
+    if interrupt is not None:
+        say_error(signals.message_of(interrupt))
+        return signals.status_of(interrupt)
+    failed = [e for e in (rep.engine_error, *(s.error for s in rep.streams), close_error) if e]
     if failed:
         say_error(failed[0])
         return 2
