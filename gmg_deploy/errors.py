@@ -25,5 +25,29 @@ class ServeError(GMGError, RuntimeError):
     """A model server cannot be found, started or reached, or it refused a request."""
 
 
+class PrecisionError(GMGError, ValueError):
+    """A graph cannot be converted to the asked precision (wrong input, unknown option)."""
+
+
+class CalibrationError(GMGError, ValueError):
+    """Calibration input or a ranges file does not fit the graph."""
+
+
+class BuildError(GMGError, ValueError):
+    """A build request that cannot work (bad batch range, graph without metadata, no TensorRT)."""
+
+
+class TensorRTCompatError(GMGError, ValueError):
+    """An ONNX graph uses an operator or attribute the TensorRT ONNX parser does not support."""
+
+
+class MetadataError(GMGError, ValueError):
+    """An ONNX file lacks gmg-deploy metadata or it does not fit what is asked of it."""
+
+
+class OutputError(GMGError, OSError):
+    """An output file cannot be written (missing folder, no permission, exists without --force)."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C so every "keep what was processed" path runs; exit 143."""

@@ -8,11 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from gmg_deploy.errors import GMGError
-
-
-class OutputError(GMGError, OSError):
-    """An output file cannot be written (missing folder, no permission, exists without --force)."""
+from gmg_deploy.errors import GMGError, OutputError
 
 
 def check_output_path(path: str | Path, *, force: bool = False) -> Path:

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from gmg_deploy.data.moving_shapes import MovingDigitsSpec, digit_glyphs, moving_digits, split_data
+from gmg_deploy.data.demo import demo_dataset
+from gmg_deploy.data.moving_shapes import MovingDigitsSpec, digit_glyphs, moving_digits
 from gmg_deploy.errors import InputError
 
 
@@ -40,7 +41,7 @@ def test_deterministic_and_seeds_differ():
     c = moving_digits(8, seed=12)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
-    assert not np.array_equal(split_data("train", 8), split_data("test", 8))
+    assert not np.array_equal(demo_dataset("train", 8), demo_dataset("test", 8))
 
 
 def test_multiple_objects_and_bad_args():
@@ -49,4 +50,4 @@ def test_multiple_objects_and_bad_args():
     with pytest.raises(InputError, match="too small"):
         moving_digits(1, seed=0, spec=MovingDigitsSpec(height=10, width=10))
     with pytest.raises(InputError, match="split"):
-        split_data("bogus", 2)
+        demo_dataset("bogus", 2)

@@ -40,15 +40,18 @@ def onnx_models(tmp_path_factory, ckpt_dir):
     return out
 
 
-@pytest.fixture(params=["onnxruntime", "torch"])
+@pytest.fixture(params=["onnxruntime", "torch", "openvino"])
 def open_fc(request, ckpt_dir):
-    """``open_fc(name, batch_size)`` -> a Forecaster on the parametrised backend."""
+    """``open_fc(name, batch_size)`` -> a Forecaster on the parametrised backend (openvino: when installed)."""
     backend = request.param
-    models = request.getfixturevalue("onnx_models") if backend == "onnxruntime" else None
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    models = request.getfixturevalue("onnx_models") if backend != "torch" else None
 
     def _open(name, batch_size=2, **kw):
-        path = models[name] if backend == "onnxruntime" else ckpt_dir / f"{name}.ckpt"
-        return Forecaster.open(path, batch_size=batch_size, **kw)
+        path = models[name] if backend != "torch" else ckpt_dir / f"{name}.ckpt"
+        return Forecaster.open(path, backend="auto" if backend != "openvino" else backend, batch_size=batch_size,
+                               **kw)
 
     return _open
 

@@ -62,12 +62,12 @@ def assert_exited(pids: set[int], what: str, timeout_s: float = 20.0) -> None:
 class Served:
     """``gmg-serve REPO`` in a subprocess on free ports; waits (bounded) for its 'serving' line."""
 
-    def __init__(self, repo: Path, timeout_s: float = 120.0) -> None:
+    def __init__(self, repo: Path, timeout_s: float = 120.0, extra: tuple[str, ...] = ()) -> None:
         self.grpc, self.http, self.metrics = free_local_ports(3)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gmg_deploy.cli.serve_cmd", str(repo), "--grpc-port", str(self.grpc),
-             "--http-port", str(self.http), "--metrics-port", str(self.metrics), "--timeout", str(timeout_s)],
+             "--http-port", str(self.http), "--metrics-port", str(self.metrics), "--timeout", str(timeout_s), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.lines: list[str] = []
         ready = threading.Event()

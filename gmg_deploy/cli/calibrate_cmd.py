@@ -2,8 +2,8 @@
 
 Examples::
 
-    gmg-calibrate --ckpt model.ckpt --data calib.npy -o ranges.json
-    gmg-calibrate --onnx model_step.onnx --data calib.npy -o ranges.json --method percentile --max-sequences 64
+    gmg-calibrate model.ckpt --data calib.npy -o ranges.json           # or --model / --ckpt PATH
+    gmg-calibrate model_step.onnx --data calib.npy -o ranges.json --method percentile --max-sequences 64
     gmg-export --ckpt model.ckpt -o model_int8.onnx --precision int8 --calibration ranges.json
 
 The FP32 graph observes each sequence's first ``pre`` frames and forecasts ``aft`` (state chained, so the
@@ -19,25 +19,30 @@ from typing import Any
 import click
 import numpy as np
 
-from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors, parse_in_shape
+from gmg_deploy.cli.model_options import (CHECKPOINT_OPTIONS, CheckpointOptions, auto_gate_note, checkpoint_options,
+                                          model_argument, resolve_model)
+from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_not_input, check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
-                         warp_gate: str = "auto", **load_options: Any):
+                         checkpoint: CheckpointOptions | None = None):
     """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file.
 
-    ``load_options`` go to :func:`load_checkpoint` (``trust_checkpoint``, ``config_file``, ``in_shape``).
+    ``checkpoint``: the checkpoint options (``--trust-checkpoint``, ``--config-file``, ``--in-shape``, ...).
     """
+    checkpoint = checkpoint or CheckpointOptions()
+    warp_gate = checkpoint.warp_gate
     if (ckpt is None) == (onnx_path is None):
-        raise InputError("give exactly one of --ckpt or --onnx")
+        raise InputError("give exactly one model: a checkpoint or an FP32 step .onnx")
     if onnx_path is not None:
         from gmg_deploy.export.metadata import warp_gate_of
 
-        if any(v for v in load_options.values()):
-            raise InputError("--trust-checkpoint/--config-file/--in-shape describe a checkpoint; use them with --ckpt")
+        checkpoint.refuse_for_graph(onnx_path)
+        if checkpoint.pre is not None or checkpoint.aft is not None:
+            raise InputError(f"--pre/--aft change a checkpoint's configuration, but {onnx_path} is a graph; "
+                             "drop them (its metadata holds pre/aft)")
         proto, meta = load_graph(onnx_path)
         if warp_gate != "auto" and warp_gate != warp_gate_of(meta):
             raise InputError(f"--warp-gate {warp_gate}: {onnx_path} was exported with warp-gate layout "
@@ -46,17 +51,13 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
     from gmg_deploy.export import build_proto
     from gmg_deploy.model import load_checkpoint
 
-    return build_proto(load_checkpoint(ckpt, warp_gate=warp_gate, **load_options), graph="step",
-                       batch_mode=batch_mode)
+    return build_proto(load_checkpoint(ckpt, **checkpoint.load_kwargs()), graph="step", batch_mode=batch_mode)
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--ckpt", type=click.Path(dir_okay=False), help="OpenSTL checkpoint (.ckpt/.pth) to export and calibrate.")
-@click.option("--trust-checkpoint", is_flag=True, help="With --ckpt: allow arbitrary pickled objects (runs code; trusted files only).")
-@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
-              help="With --ckpt: OpenSTL config for a bare state dict (parsed, never executed).")
-@click.option("--in-shape", default=None, help="With --ckpt: T,C,H,W of one sequence (overrides the checkpoint).")
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 step graph from gmg-export instead.")
+@model_argument("--ckpt", "--onnx", help="OpenSTL checkpoint (.ckpt/.pth, exported in memory) or FP32 step graph "
+                                       "(.onnx from gmg-export)")
+@checkpoint_options
 @click.option("--data", required=True, type=click.Path(dir_okay=False), help="Calibration sequences (N,T,C,H,W) .npy/.npz.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ranges file to write (JSON).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
@@ -64,17 +65,20 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @click.option("--max-sequences", type=int, default=None, help="Use at most N sequences of --data.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per ORT call.")
 @click.option("--batch-mode", type=click.Choice(["invariant", "reference"]), default="invariant", show_default=True,
-              help="With --ckpt: the growth-decay mode to export (must match gmg-export's).")
+              help="Checkpoint: the growth-decay mode to export (must match gmg-export's).")
 @click.option("--keep-float", default="default", show_default=True,
               help="Quantizable nodes to leave in float: 'default' (motion-offset GRU convs and the output head), "
                    "'none', or comma-separated node names. Stored in the ranges file.")
-@warp_gate_option
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @one_line_errors
 def main(**options: Any) -> None:
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
-    _run(CalibrateOptions(**options))
+    model = resolve_model(options, missing="give exactly one of --ckpt or --onnx (or the model as the first argument)")
+    onnx_given = str(model).lower().endswith(".onnx")
+    ck = CheckpointOptions.from_click(options)
+    _run(CalibrateOptions(ckpt=None if onnx_given else model, onnx_path=model if onnx_given else None, checkpoint=ck,
+                          **{k: v for k, v in options.items() if k not in CHECKPOINT_OPTIONS}))
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,8 @@ class CalibrateOptions:
     """What ``gmg-calibrate`` was asked to do (its click options)."""
 
     ckpt: str | None
-    trust_checkpoint: bool
-    config_file: str | None
-    in_shape: str | None
     onnx_path: str | None
+    checkpoint: CheckpointOptions
     data: str
     output: str
     method: str
@@ -93,7 +95,6 @@ class CalibrateOptions:
     batch_size: int
     batch_mode: str
     keep_float: str
-    warp_gate: str
     force: bool
     as_json: bool
 
@@ -111,9 +112,7 @@ def _run(opts: CalibrateOptions) -> None:
     check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
                           "--config-file": opts.config_file}, "-o/--output")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
-    proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.warp_gate,
-                                 trust_checkpoint=opts.trust_checkpoint, config_file=opts.config_file,
-                                 in_shape=parse_in_shape(opts.in_shape))
+    proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.checkpoint)
     say = (lambda s: None) if opts.as_json else (lambda s: click.echo(s, err=True))
     keep = opts.keep_list()
     if isinstance(keep, list):
@@ -146,7 +145,7 @@ def _report(opts: CalibrateOptions, out: Any, doc: dict[str, Any]) -> None:
         click.echo(f"wrote {out}: {summary['tensors']} tensors ({summary['state_tensors']} state inputs) over "
                    f"{summary['sequences']} sequences x {summary['steps_per_sequence']} steps, method {opts.method}; "
                    f"{len(doc['keep_float'])} node(s) kept float; warp gate {summary['warp_gate']}")
-        note = auto_gate_note(opts.warp_gate, summary["warp_gate"]) if opts.ckpt is not None else None
+        note = auto_gate_note(opts.checkpoint.warp_gate, summary["warp_gate"]) if opts.ckpt is not None else None
         if note:
             click.echo(note)
 

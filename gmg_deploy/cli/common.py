@@ -123,6 +123,10 @@ def load_graph(path: str) -> tuple[Any, dict[str, Any]]:
 
     from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
 
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise MetadataError(f"{path}: not found" if not Path(path).exists() else f"{path} is not a file")
     try:
         proto = onnx.load(path)
     except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input

@@ -186,7 +186,8 @@ def _precision_checks(run: _DemoRun, step_path: Path, data: np.ndarray, preds: n
     from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export.metadata import metadata_from_proto
     from gmg_deploy.io import atomic_write_bytes
-    from gmg_deploy.precision.fp16 import convert_to_fp16, emulate_fp16
+    from gmg_deploy.precision.fp16 import convert_to_fp16
+    from gmg_deploy.precision.fp16_emulation import emulate_fp16
     from gmg_deploy.precision.qdq import quantize_graph
     from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 

@@ -1,5 +1,5 @@
 """``gmg-doctor``: versions (torch, onnx, onnxruntime + providers, tensorrt, polygraphy), CUDA devices, and which
-backends and precisions are usable on this machine."""
+backends and precisions are usable on this machine, and the known TensorRT pitfalls of the installed TensorRT."""
 from __future__ import annotations
 
 import json

@@ -21,6 +21,9 @@ class EngineOptions:
     warp_gate: str = "auto"
     threads: int | None = None
     no_spin: bool = False
+    precision_hint: str | None = None
+    cache_dir: str | None = None
+    timeout: float | None = None  # triton:// engines: seconds per request (the backend's default when None)
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "EngineOptions":
@@ -45,8 +48,20 @@ class EngineOptions:
                              "an exported graph or engine carries its warp-gate layout")
         if kind == "onnxruntime":
             kwargs = {"threads": self.threads, "spin": not self.no_spin}
+        elif kind == "openvino":
+            dev = self.device or "cpu"
+            kwargs = {"threads": self.threads, "precision_hint": self.precision_hint, "cache_dir": self.cache_dir}
+            if self.no_spin:
+                raise InputError("--no-spin applies to the onnxruntime backend only")
         elif self.threads is not None or self.no_spin:
-            raise InputError("--threads/--no-spin apply to the onnxruntime backend (an .onnx step graph) only")
+            raise InputError("--threads/--no-spin apply to the onnxruntime backend (--threads also to openvino): "
+                             "an .onnx graph only")
+        if kind != "openvino" and (self.precision_hint or self.cache_dir):
+            raise InputError("--precision-hint/--cache-dir apply to the openvino backend (--backend openvino) only")
+        if kind == "triton" and self.timeout is not None:
+            kwargs = {"timeout": self.timeout}
+        elif self.timeout is not None:
+            raise InputError("--timeout applies to a remote engine (triton://HOST:PORT/NAME) only")
         return _open_clamped(self.engine, streams, self.batch_size if batch_size is None else batch_size, kind,
                              dev, kwargs)
 

@@ -2,9 +2,9 @@
 
 Examples::
 
-    gmg-export --ckpt work_dirs/mmnist/checkpoints/best.ckpt -o gmg_step.onnx
-    gmg-export --ckpt best.ckpt -o gmg_seq.onnx --graph sequence --batch 8
-    gmg-export --ckpt weights.pth --config-file configs/mmnist/GMG.py --in-shape 20,1,64,64 --pre 10 --aft 10 -o s.onnx
+    gmg-export work_dirs/mmnist/checkpoints/best.ckpt -o gmg_step.onnx      # or --model / --ckpt PATH
+    gmg-export best.ckpt -o gmg_seq.onnx --graph sequence --batch 8
+    gmg-export weights.pth --config-file configs/mmnist/GMG.py --in-shape 20,1,64,64 --pre 10 --aft 10 -o s.onnx
 
 The step graph takes ``frame`` and ``state_in.*`` and returns ``next_frame`` and ``state_out.*`` (feed each
 ``state_out.X`` back as ``state_in.X``; zeros start). The sequence graph maps ``frames (B,pre,C,H,W)`` to
@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import click
 
-from gmg_deploy.cli.model_options import auto_gate_note, warp_gate_option
+from gmg_deploy.cli.model_options import auto_gate_note, checkpoint_options, model_argument, resolve_model
 from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.cli.common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import check_precision_options, precision_options
@@ -31,16 +31,10 @@ def _human(n: int) -> str:
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--ckpt", type=click.Path(dir_okay=True), default=None,
-              help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file). "
-                   "Default: the demo model shipped with gmg-deploy.")
-@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
-              help="OpenSTL config (configs/<data>/GMG.py) for a bare state dict; parsed, never executed.")
-@click.option("--in-shape", default=None, help="T,C,H,W of one sequence (overrides the checkpoint).")
-@click.option("--pre", "pre", type=int, default=None, help="Observed frames (pre_seq_length).")
-@click.option("--aft", "aft", type=int, default=None, help="Predicted frames (aft_seq_length).")
-@click.option("--arch", type=click.Choice(["gmg", "motionrnn"], case_sensitive=False), default=None,
-              help="Architecture, when the checkpoint/config does not say.")
+@model_argument("--ckpt", required=False,
+                help="OpenSTL checkpoint (Lightning .ckpt, or a bare .pth state dict with --config-file); "
+                     "default: the demo model shipped with gmg-deploy")
+@checkpoint_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
 @click.option("--graph", type=click.Choice(GRAPH_KINDS), default="step", show_default=True,
               help="step: one recurrent step with explicit state; sequence: all pre+aft-1 steps unrolled; "
@@ -48,19 +42,18 @@ def _human(n: int) -> str:
 @click.option("--horizon", type=int, default=None, help="Forecast graph: frames forecast per call [aft].")
 @click.option("--warp", type=click.Choice(["gridsample", "gather"]), default="gridsample", show_default=True,
               help="Warp form: one GridSample (TensorRT-friendly) or the reference's index gathers.")
-@warp_gate_option
 @click.option("--batch", type=int, default=None, help="Fixed batch size (default: dynamic batch axis).")
 @click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default; excludes --batch).")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (GridSample needs >= 16).")
 @click.option("--batch-mode", type=click.Choice(["invariant", "reference"]), default="invariant", show_default=True,
               help="invariant: each sample as if run alone; reference: OpenSTL's batch-position growth decay.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow arbitrary pickled objects (runs code; trusted files only).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @precision_options
 @one_line_errors
 def main(**options: Any) -> None:
     """Export a GMG / MotionRNN checkpoint to ONNX (step graph or unrolled sequence graph)."""
+    options["ckpt"] = resolve_model(options, required=False)
     opts = ExportOptions.from_click(options)
     check_precision_options(**opts.prec, graph=opts.graph)
     if opts.prec["calibration"]:  # a bad ranges file fails before the slow export
@@ -103,7 +96,8 @@ class ExportOptions:
         """Option combinations that cannot work, refused before any slow work."""
         if self.ckpt is None and (self.config_file or self.in_shape or self.arch or self.pre is not None
                                   or self.aft is not None):
-            raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH")
+            raise InputError("--config-file/--in-shape/--pre/--aft/--arch describe a checkpoint; give it with --ckpt PATH "
+                             "(or as the MODEL argument)")
         if self.batch is not None and self.dynamic_batch:
             raise InputError("--batch and --dynamic-batch exclude each other; give one")
         if self.batch is not None and self.batch < 1:

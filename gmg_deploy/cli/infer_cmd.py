@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from gmg_deploy.cli.ort_options import ort_options
+from gmg_deploy.cli.openvino_options import OV_ONLY_DEVICES, openvino_options
 from gmg_deploy.cli.model_options import warp_gate_option
 from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.checks import check_finite_frames
@@ -75,12 +76,14 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--csi-thresholds", default="0.3,0.5", show_default=True, help="CSI thresholds (with --metrics).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Streams per step (engine batch).")
-@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default="auto",
-              show_default=True, help="auto: by file type.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="[cuda for TensorRT, else cpu]")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt", "openvino"]),
+              default="auto", show_default=True, help="auto: by file type; openvino: an .onnx graph on OpenVINO.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", *OV_ONLY_DEVICES], case_sensitive=False), default=None,
+              help="[cuda for TensorRT, else cpu]; gpu/npu/auto: OpenVINO devices (--backend openvino).")
 @click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
+@click.option("--timeout", type=float, default=None, metavar="S",
+              help="triton:// engines: seconds each request (and the closing END) may take [60].")
 @warp_gate_option
 @click.option("--clip", is_flag=True,
               help="Clip predictions to [0, 1] before saving and scoring (default: as the model outputs them, "
@@ -88,6 +91,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @ort_options(default_threads=None)
+@openvino_options
 @video_options
 @one_line_errors
 def main(**options: Any) -> None:
@@ -186,7 +190,8 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
-        "engine": str(engine), "backend": fc.backend_name, "device": str(fc.device), "batch_size": fc.batch_size,
+        "engine": str(engine), "backend": fc.backend_name, "batch_size": fc.batch_size,
+        "device": str(getattr(fc.backend, "ov_device", fc.device)),  # OpenVINO: its device, not the buffers'
         "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),
         "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),

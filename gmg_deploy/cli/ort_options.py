@@ -15,6 +15,7 @@ def ort_options(default_threads: int | None) -> Callable[[Callable[..., Any]], C
                                "shared/loaded host; see README 'INT8 on CPUs').")(fn)
         return click.option("--threads", type=click.IntRange(min=0), default=default_threads,
                             show_default="ONNX Runtime's default" if default_threads is None else True,
-                            help="ONNX Runtime intra-op threads (0: one per core).")(fn)
+                            help="ONNX Runtime intra-op threads (0: one per core); gmg-infer --backend openvino: OpenVINO's "
+                                 "INFERENCE_NUM_THREADS.")(fn)
 
     return deco

@@ -11,9 +11,6 @@ import click
 
 from gmg_deploy.errors import InputError
 
-OPTIONS = ("precision", "calibration", "io_fp16", "state_dtype", "target")
-
-
 def precision_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add the precision options to a click command."""
     fn = click.option("--target", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,

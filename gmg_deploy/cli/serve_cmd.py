@@ -34,9 +34,13 @@ def _port(ctx, param, value):  # click callback
 @one_line_errors
 def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) -> None:
     """Serve the Triton model repository REPO (written by gmg-triton) on --host (127.0.0.1 by default)."""
-    from gmg_deploy.errors import InputError
+    from gmg_deploy.errors import InputError, ServeError
     from gmg_deploy.serve.server import TritonServer
 
+    import math
+
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= 3600):
+        raise InputError(f"--timeout {timeout_s:g} must be a number of seconds in (0, 3600]")
     if len({grpc_port, http_port, metrics_port}) != 3:
         raise InputError("--grpc-port, --http-port and --metrics-port must differ")
     server = TritonServer(repo, grpc_port=grpc_port, http_port=http_port, metrics_port=metrics_port,
@@ -57,9 +61,9 @@ def main(repo, grpc_port, http_port, metrics_port, host, timeout_s, log_file) ->
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(0.5)
         code = server.proc.returncode if server.proc is not None else 1
-        tail = server.log_tail(3).replace("\n", " | ")
+        cause = server.failure_cause()
         server.stop()
-        raise InputError(f"tritonserver exited with status {code}; log: {tail[-300:]}")
+        raise ServeError(f"tritonserver exited with status {code}: {cause}")
     except KeyboardInterrupt:
         _ignore_signals()  # a second Ctrl-C (or a supervisor's repeated signal) must not cut the shutdown short
         server.stop()

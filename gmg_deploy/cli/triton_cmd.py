@@ -41,18 +41,15 @@ if TYPE_CHECKING:
 @click.option("--idle-timeout", "idle_timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds after which an idle stream's state is released.")
 @click.option("--threads", "intra_op_threads", type=int, default=1, show_default=True,
-              help="python flavour: ONNX Runtime threads.")
+              help="python flavour: ONNX Runtime threads (at most 4x the CPU count).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing REPO/NAME.")
 @one_line_errors
 def main(**options: Any) -> None:
     """Write a Triton model repository entry serving MODEL with per-stream state kept in the server."""
-    from gmg_deploy.errors import InputError
     from gmg_deploy.serve.triton_repo import write_model_repository
 
     opts = TritonOptions.from_click(options)
-    if opts.serve.intra_op_threads < 1:
-        raise InputError(f"--threads={opts.serve.intra_op_threads} must be >= 1")
     entry = write_model_repository(opts.model, opts.repo, opts.serve, force=opts.force)
     if opts.as_json:
         click.echo(json.dumps(entry.to_dict(), sort_keys=True))

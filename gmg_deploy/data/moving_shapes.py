@@ -115,12 +115,3 @@ def moving_digits(n: int, seed: int, spec: MovingDigitsSpec | None = None) -> np
                 win = out[i, t, 0, y : y + gh, x : x + gw]
                 np.maximum(win, g, out=win)
     return out
-
-
-def split_data(split: str, n: int, spec: MovingDigitsSpec | None = None, seed: int | None = None) -> np.ndarray:
-    """Sequences of a named split (``"train"`` or ``"test"``; different seeds), or of an explicit ``seed``."""
-    if seed is None:
-        if split not in SPLIT_SEEDS:
-            raise InputError(f"split {split!r} is unknown; use one of {sorted(SPLIT_SEEDS)} or pass seed=")
-        seed = SPLIT_SEEDS[split]
-    return moving_digits(n, seed, spec)

@@ -4,12 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import BuildError
 from gmg_deploy.export.metadata import signature_of
-
-
-class BuildError(GMGError, ValueError):
-    """A build request that cannot work (bad batch range, graph without metadata, no TensorRT)."""
 
 
 @dataclass(frozen=True)

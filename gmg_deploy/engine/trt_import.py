@@ -19,6 +19,8 @@ def import_tensorrt(purpose: str = "TensorRT", alternative: str = "") -> Any:
     """
     try:
         import tensorrt as trt
+
+        _check_bindings(trt)
     except ImportError:
         tail = f"; or {alternative}" if alternative else ""
         raise InputError(f"{purpose} needs the 'tensorrt' Python package, which is not installed: "
@@ -26,6 +28,13 @@ def import_tensorrt(purpose: str = "TensorRT", alternative: str = "") -> Any:
     if major_version(trt) < MIN_MAJOR:
         raise InputError(f"TensorRT {trt.__version__} is too old; {purpose} needs TensorRT {MIN_MAJOR} or newer")
     return trt
+
+
+def _check_bindings(trt: Any) -> None:
+    """A ``tensorrt`` without ``__version__`` is no TensorRT: e.g. the namespace package of a directory holding
+    only type stubs (``tensorrt-stubs`` installed into site-packages); treat it as not installed."""
+    if not hasattr(trt, "__version__"):
+        raise ImportError("tensorrt has no __version__ (a namespace package, e.g. type stubs only)")
 
 
 def major_version(trt: Any) -> int:
@@ -37,6 +46,8 @@ def tensorrt_version() -> str | None:
     """The installed TensorRT version, or None when ``tensorrt`` cannot be imported (any version, no error)."""
     try:
         import tensorrt as trt
+
+        _check_bindings(trt)
     except Exception:
         return None
-    return str(getattr(trt, "__version__", "unknown"))
+    return str(trt.__version__)

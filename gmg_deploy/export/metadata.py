@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from gmg_deploy import __version__
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import MetadataError
 from gmg_deploy.export.signature import StepSignature
 from gmg_deploy.model.config import ModelConfig
 
@@ -47,10 +47,6 @@ SCHEMA_VERSION = 1
 __all__ = ["METADATA_KEY", "METADATA_PARAM", "SCHEMA_VERSION", "MetadataError", "build_metadata",
            "forecast_metadata", "attach_metadata", "metadata_from_proto", "read_metadata", "warp_gate_of",
            "config_from_metadata", "signature_of"]
-
-
-class MetadataError(GMGError, ValueError):
-    """An ONNX file lacks gmg-deploy metadata or it does not fit what is asked of it."""
 
 
 def _jsonable(a: Any) -> Any:

@@ -17,9 +17,9 @@ import torch.nn as nn
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.graph_passes import clean
 from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.model.config import BATCH_MODES  # noqa: F401 (re-exported: its old home)
 from gmg_deploy.model.network import RecurrentPredictor
 
-BATCH_MODES = ("invariant", "reference")
 MIN_OPSET = {"gridsample": 16, "gather": 13}
 MAX_OPSET = 20  # newest opset the TorchScript exporter writes
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import TensorRTCompatError
 
 #: ONNX ops the TensorRT 10 parser converts (operator matrix, "Y" rows).
 SUPPORTED_OPS = frozenset("""
@@ -49,10 +49,6 @@ GRIDSAMPLE_BAD_OPSET = 20
 #: inputs (index) that must be constant for an op
 _CONST_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "CumSum": (1,), "Slice": (3,), "Squeeze": (1,),
                  "Unsqueeze": (1,), "TopK": (1,), "QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2)}
-
-
-class TensorRTCompatError(GMGError, ValueError):
-    """An ONNX graph uses an operator or attribute the TensorRT ONNX parser does not support."""
 
 
 @dataclass(frozen=True)

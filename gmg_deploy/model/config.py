@@ -18,6 +18,8 @@ MOTION_CHANNELS = 2 * NEIGHBOUR * NEIGHBOUR  # 18: 9 row offsets then 9 column o
 #: Warp-gate layouts (see the architecture notes, "The neighbourhood warp"); ``auto`` resolves to one of the
 #: first two: ``published`` exactly when the motion grid is 9x9 (the only grid the published code runs at).
 WARP_GATES = ("motionrnn", "published", "auto")
+#: Growth-decay modes: each sample as if run alone (invariant) or OpenSTL's batch-position decay (reference).
+BATCH_MODES = ("invariant", "reference")
 PUBLISHED_MOTION_GRID = (9, 9)
 
 

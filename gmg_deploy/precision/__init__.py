@@ -3,5 +3,6 @@
 Public API: :func:`calibrate` (-> ranges document) and :func:`convert` (FP32 graph file -> FP16/INT8 file).
 """
 from gmg_deploy.precision.api import PRECISIONS, apply_precision, calibrate, convert
+from gmg_deploy.precision.qdq import quantize_graph
 
-__all__ = ["PRECISIONS", "apply_precision", "calibrate", "convert"]
+__all__ = ["PRECISIONS", "apply_precision", "calibrate", "convert", "quantize_graph"]

@@ -23,13 +23,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.errors import GMGError
+from gmg_deploy.errors import PrecisionError
 from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto, signature_of
 from gmg_deploy.export.signature import DTYPES
+from gmg_deploy.precision.fp16_emulation import emulate_fp16  # noqa: F401 (its old home)
+from gmg_deploy.precision.graph_types import FLOAT, FLOAT16, name_nodes as _name_nodes, value_types as _value_types
 
 DEFAULT_ISLANDS = ("warp", "softmax", "attention_logits", "growth")
-FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT / FLOAT16
 _ONNX_TYPE = {"float32": FLOAT, "float16": FLOAT16}  # signature dtype name -> onnx element type
 
 #: Ops that only look at a tensor's shape: their float inputs need no cast.
@@ -42,38 +43,12 @@ _WALK_THROUGH = LAYOUT_OPS | {
 _ALWAYS_FP32_INPUTS = {("Resize", 2), ("Upsample", 1)}
 
 
-class PrecisionError(GMGError, ValueError):
-    """A graph cannot be converted to the asked precision (wrong input, unknown option)."""
-
-
 def _check_islands(islands: Iterable[str]) -> tuple[str, ...]:
     out = tuple(islands)
     bad = [i for i in out if i not in DEFAULT_ISLANDS]
     if bad:
         raise PrecisionError(f"unknown FP32 island(s) {bad}; choose from {', '.join(DEFAULT_ISLANDS)}")
     return out
-
-
-def _value_types(model: Any) -> dict[str, int]:
-    """Element type of every tensor in the graph (after ONNX shape inference)."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    g = inferred.graph
-    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.input) + list(g.output)}
-    types.update({t.name: t.data_type for t in g.initializer})
-    for n in g.node:
-        if n.op_type == "Constant":
-            for a in n.attribute:
-                if a.name == "value":
-                    types[n.output[0]] = a.t.data_type
-    unknown = [o for n in g.node for o in n.output if o and types.get(o, 0) == 0]
-    if unknown:
-        raise PrecisionError(
-            f"ONNX shape inference left {len(unknown)} tensor type(s) unknown (e.g. {unknown[0]}); "
-            "re-export the FP32 graph with gmg-export"
-        )
-    return types
 
 
 def find_islands(model: Any, islands: Iterable[str] = DEFAULT_ISLANDS) -> dict[str, list[str]]:
@@ -120,17 +95,6 @@ def find_islands(model: Any, islands: Iterable[str] = DEFAULT_ISLANDS) -> dict[s
                 if name not in out["growth"]:
                     out["growth"].append(name)
     return out
-
-
-def _name_nodes(model: Any) -> None:
-    used = {n.name for n in model.graph.node if n.name}
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            k = f"{n.op_type}_{i}"
-            while k in used:
-                k += "_"
-            n.name = k
-            used.add(k)
 
 
 def convert_to_fp16(
@@ -344,62 +308,3 @@ def _to_fp16(arr: np.ndarray, where: str) -> np.ndarray:
     if finite.size and float(finite.max()) > 65504.0:
         raise PrecisionError(f"tensor {where} holds {float(finite.max()):.3g}, beyond FP16's range; keep fp32")
     return arr.astype(np.float16)
-
-
-def emulate_fp16(model: Any) -> Any:
-    """An FP32 graph that rounds every FP16 tensor of the FP16 graph ``model`` to FP16 (for CPU accuracy).
-
-    ORT CPU has no FP16 kernels for most float ops and runs them in FP32; it also drops the FP32->FP16->FP32
-    round trips between such ops, the graph's own Casts included, so a chain of them computes in FP32 with
-    *no FP16 rounding* of activations (FP16 initializers keep theirs) and under-states FP16 error (measured:
-    tests/test_crosscheck_fp16.py). This graph keeps every op in FP32 arithmetic but rounds each
-    FP16 tensor (initializers, node outputs, graph inputs) through ``Cast(to=FLOAT16)``/``Cast(to=FLOAT)``:
-    FP16 storage between ops, FP32 arithmetic inside each op (what TensorRT's FP16 kernels accumulate in).
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    _name_nodes(m)
-    g = m.graph
-    types = _value_types(m)
-    for t in g.initializer:
-        if t.data_type == FLOAT16:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
-    rounded: dict[str, str] = {}
-    new_nodes = []
-
-    def round_trip(src: str, dst: str) -> None:
-        new_nodes.append(helper.make_node("Cast", [src], [dst + "__h"], name=dst + "__emu16", to=FLOAT16))
-        new_nodes.append(helper.make_node("Cast", [dst + "__h"], [dst], name=dst + "__emu32", to=FLOAT))
-
-    for v in g.input:
-        if types.get(v.name) == FLOAT16:
-            v.type.tensor_type.elem_type = FLOAT
-            rounded[v.name] = v.name + "__emu"
-            round_trip(v.name, v.name + "__emu")
-    for n in g.node:
-        for k, i in enumerate(n.input):
-            if i in rounded:
-                n.input[k] = rounded[i]
-        for a in n.attribute:
-            if a.name == "to" and a.i == FLOAT16:
-                a.i = FLOAT
-            if a.name == "value" and a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT16:
-                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float32), a.t.name))
-        outs = list(n.output)
-        for k, o in enumerate(outs):
-            if o and types.get(o) == FLOAT16:
-                n.output[k] = o + "__emu_raw"
-        new_nodes.append(n)
-        for k, o in enumerate(outs):
-            if o and types.get(o) == FLOAT16:
-                round_trip(o + "__emu_raw", o)
-    del g.node[:]
-    g.node.extend(new_nodes)
-    for v in g.output:
-        if types.get(v.name) == FLOAT16:
-            v.type.tensor_type.elem_type = FLOAT
-    del g.value_info[:]
-    return onnx.shape_inference.infer_shapes(m)

@@ -21,10 +21,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from gmg_deploy.export.graph_index import GraphIndex
-from gmg_deploy.export.metadata import metadata_from_proto
-from gmg_deploy.precision.qdq import finish_graph, keep_float_nodes, stamp_int8
+from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
-from gmg_deploy.precision.ranges import CalibrationError, asymmetric_range
+from gmg_deploy.errors import CalibrationError
+from gmg_deploy.precision.ranges_file import asymmetric_range
 
 CPU_OPS = ("Conv", "MatMul", "Gemm")
 U8MAX = 255
@@ -40,16 +40,17 @@ def u8_params(lo: float, hi: float) -> tuple[float, int]:
 
 def quantize_graph_cpu(
     model: Any,
+    meta: dict[str, Any],
     ranges: dict[str, Any],
     *,
     skip_softmax_operands: bool = True,
     keep_float: Iterable[str] = (),
     where: str = "ranges file",
 ) -> Any:
-    """Return the ``cpu``-target INT8 copy of the FP32 graph ``model`` (see the module docstring)."""
+    """Return the ``cpu``-target INT8 copy of the checked FP32 graph ``model`` (metadata ``meta``; see the module
+    docstring)."""
     import onnx
 
-    meta = metadata_from_proto(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph

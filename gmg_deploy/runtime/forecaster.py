@@ -26,7 +26,7 @@ from gmg_deploy.runtime.buffers import other_sets
 from gmg_deploy.checks import check_frames
 from gmg_deploy.runtime.validation import check_slots
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton", "openvino")
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pth": "torch", ".pt": "torch"}
 
@@ -54,6 +54,8 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
                 "or .ckpt/.pth, or pass backend= (--backend)"
             )
         return by_suffix
+    if backend == "openvino" and by_suffix == "onnxruntime":  # OpenVINO runs the same .onnx graphs
+        return backend
     if by_suffix is not None and by_suffix != backend:
         raise InputError(f"{p.name} looks like a file for backend {by_suffix!r}, not for backend {backend!r}")
     return backend
@@ -102,7 +104,9 @@ class Forecaster:
         ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
         the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
         ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
-        ``cuda_graph``/``metadata_path``.
+        ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
+        bounding the END requests of :meth:`close`); for ``openvino`` (an .onnx graph, ``device``
+        ``CPU``/``GPU``/``NPU``/``AUTO``) ``precision_hint``/``threads``/``cache_dir``.
         """
         kind = pick_backend(path, backend)
         if kind == "torch":
@@ -113,6 +117,10 @@ class Forecaster:
             from gmg_deploy.runtime.triton_backend import TritonBackend
 
             runner = TritonBackend(str(path), device=device, batch_size=batch_size, **kwargs)
+        elif kind == "openvino":
+            from gmg_deploy.runtime.openvino_backend import OpenVINOBackend
+
+            runner = OpenVINOBackend(path, device=device, batch_size=batch_size, **kwargs)
         elif kind == "onnxruntime":
             from gmg_deploy.runtime.ort_backend import OrtBackend
 

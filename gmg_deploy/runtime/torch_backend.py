@@ -11,7 +11,7 @@ import torch
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import build_metadata
-from gmg_deploy.export.step_export import BATCH_MODES
+from gmg_deploy.model.config import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
 from gmg_deploy.runtime.backend import StepBackend

@@ -35,7 +35,21 @@ class ServeOptions:
     intra_op_threads: int = 1
 
 
+INT32_MAX = 2**31 - 1  # max_batch_size, preferred_batch_size, instance_group.count are int32 in model_config.proto
+MIN_IDLE_S = 1e-6  # max_sequence_idle_microseconds: below one microsecond it would be written as 0 (Triton's default)
+MAX_IDLE_S = 1e9  # ~31 years: it is a uint64 that the server adds to its clocks; far below any overflow
+
+
+def max_threads() -> int:
+    """The most ONNX Runtime threads ``--threads`` may ask for: 4x this machine's CPU count."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
 def check_options(o: ServeOptions) -> None:
+    """Every option within what ``config.pbtxt`` can hold and this machine can run; one :class:`InputError`."""
+    import math
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", o.name or ""):
@@ -44,12 +58,41 @@ def check_options(o: ServeOptions) -> None:
         raise InputError(f"--flavour {o.flavour!r} is not one of {', '.join(FLAVOURS)}")
     if o.strategy not in STRATEGIES:
         raise InputError(f"--strategy {o.strategy!r} is not one of {', '.join(STRATEGIES)}")
-    for flag, v in (("--instances", o.instances), ("--max-streams", o.max_streams),
-                    ("--max-batch", 1 if o.max_batch is None else o.max_batch)):
+    for flag, v, hi in (("--instances", o.instances, INT32_MAX), ("--max-streams", o.max_streams, INT32_MAX),
+                        ("--max-batch", 1 if o.max_batch is None else o.max_batch, INT32_MAX),
+                        ("--threads", o.intra_op_threads, max_threads())):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InputError(f"{flag}={v!r} must be an integer")
         if v < 1:
             raise InputError(f"{flag}={v} must be >= 1")
-    if not o.idle_timeout_s > 0:
-        raise InputError(f"--idle-timeout={o.idle_timeout_s} must be > 0 seconds")
+        if v > hi:
+            why = f"4x this machine's {hi // 4} CPUs" if flag == "--threads" else "a Triton int32 field"
+            raise InputError(f"{flag}={v} is above {hi} ({why}); give a smaller value")
+    t = o.idle_timeout_s
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise InputError(f"--idle-timeout={t!r} must be a finite number of seconds")
+    if not MIN_IDLE_S <= t <= MAX_IDLE_S:
+        raise InputError(f"--idle-timeout={t:g} s is outside {MIN_IDLE_S:g}..{MAX_IDLE_S:.4g} s (Triton counts it in "
+                         "whole microseconds); give a value in that range")
+
+
+def idle_microseconds(o: ServeOptions) -> int:
+    """``max_sequence_idle_microseconds`` for ``--idle-timeout`` (checked: >= 1)."""
+    return max(1, int(round(o.idle_timeout_s * 1e6)))
+
+
+def parse_config_text(text: str, where: str) -> Any:
+    """Parse ``config.pbtxt`` text with Triton's own schema (``tritonclient``'s ``model_config_pb2``) -> the
+    ``ModelConfig`` message, or None when tritonclient is not installed; a text it rejects is an InputError."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        return None
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as e:
+        raise InputError(f"{where} is not a valid Triton model config ({' '.join(str(e).split())[:200]})") from None
 
 
 def check_forecast_metadata(meta: dict[str, Any], where: str) -> None:
@@ -96,7 +139,7 @@ def config_text(meta: dict[str, Any], o: ServeOptions, *, platform: str, max_bat
               f"input [ {{ name: {_q(frame.name)} data_type: {io_t} dims: {_dims(frame.shape[1:])} }} ]",
               f"output [ {{ name: {_q(forecast.name)} data_type: {io_t} dims: {_dims(forecast.shape[1:])} }} ]",
               "sequence_batching {",
-              f"  max_sequence_idle_microseconds: {int(o.idle_timeout_s * 1e6)}"]
+              f"  max_sequence_idle_microseconds: {idle_microseconds(o)}"]
     if o.strategy == "oldest":
         lines.append(f"  oldest {{ max_candidate_sequences: {int(o.max_streams)} "
                      f"preferred_batch_size: [ {int(max_batch)} ] max_queue_delay_microseconds: 0 }}")

@@ -1,11 +1,12 @@
 """Write a Triton model repository entry ``REPO/NAME/{config.pbtxt, 1/model.*}`` for a forecast graph or engine.
 
-The entry is assembled in a temporary folder inside ``REPO`` and renamed into place, so a failure leaves
-nothing behind (``force`` replaces an existing entry only once the new one is complete).
+The entry is assembled in a temporary folder beside its target and renamed into place (a new ``REPO`` as a
+whole), so a failure leaves nothing behind (``force`` replaces an existing entry only once the new one is
+complete). The ``config.pbtxt`` is parsed with Triton's schema before it is published.
 """
 from __future__ import annotations
 
-import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmg_deploy.errors import InputError
+from gmg_deploy.checks import check_finite_tensors
+from gmg_deploy.errors import GMGError, InputError
 from gmg_deploy.export.metadata import MetadataError, read_metadata, signature_of
 from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET, check_tensorrt_compat
 from gmg_deploy.io import OutputError, umask_mode
 from gmg_deploy.serve.triton_config import (ServeOptions, check_forecast_metadata, check_options,
-                                            config_text)
+                                            config_text, parse_config_text)
 
 DEFAULT_MAX_BATCH = 8
 
@@ -79,37 +81,77 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
     elif suffix == ".onnx":
         meta = read_metadata(src)
         check_forecast_metadata(meta, str(src))
+        _check_finite_weights(src)
         max_batch = options.max_batch or DEFAULT_MAX_BATCH
         platform = "python" if options.flavour == "python" else "onnxruntime_onnx"
         fname = "model.onnx"
     else:
         raise InputError(f"model {src.name}: give a forecast graph (.onnx) or a TensorRT engine (.plan)")
     text = config_text(meta, options, platform=platform, max_batch=max_batch)
-    root = Path(repo)
-    if not root.parent.exists():
-        raise OutputError(f"folder {root.parent} does not exist; create it first")
-    root.mkdir(exist_ok=True)
-    dest = root / options.name
-    if dest.exists() and not force:
-        raise OutputError(f"{dest} already exists; pass --force to replace it")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.", dir=root))
-    try:
-        os.chmod(tmp, umask_mode("dir"))  # mkdtemp makes 0700; the entry gets what a plain mkdir would
-        (tmp / "1").mkdir()
-        shutil.copyfile(src, tmp / "1" / fname)
-        if platform == "python":
-            shutil.copyfile(Path(__file__).with_name("python_model.py"), tmp / "1" / "model.py")
-        (tmp / "config.pbtxt").write_text(text)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{options.name}.old.", dir=root))
-            dest.rename(old / "entry")
-        tmp.rename(dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
+    parse_config_text(text, f"the config.pbtxt written for {src}")  # Triton's schema (skipped without tritonclient)
+    dest = _publish(src, Path(repo), options.name, fname, text, python=platform == "python", force=force)
     sig = signature_of(meta)
     return RepoEntry(dest, platform, int(max_batch), int(sig.horizon), len(sig.state))
+
+
+def _check_finite_weights(src: Path) -> None:
+    """Refuse a graph with a NaN/Inf initializer (the shared :func:`check_finite_tensors` check)."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        proto = onnx.load(str(src), load_external_data=False)
+    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
+        raise MetadataError(f"{src} is not a readable ONNX model") from None
+    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
+                          if not t.external_data), str(src))
+
+
+def _publish(src: Path, root: Path, name: str, fname: str, text: str, *, python: bool, force: bool) -> Path:
+    """Assemble ``NAME/`` in a temporary folder beside its target (inside ``root``, or beside ``root`` when
+    ``root`` does not exist yet: then the whole repository folder is the unit renamed in) and rename it into
+    place. Any failure (no permission, disk full, file size limit) is one :class:`OutputError` and leaves
+    nothing behind; ``force`` replaces an existing entry only once the new one is complete."""
+    where = root.parent if str(root.parent) else Path(".")
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"-o {root} is a file, not a model repository folder; give a folder (new or existing)")
+    if not where.is_dir():
+        raise OutputError(f"folder {where} does not exist; create it first")
+    dest = root / name
+    if dest.exists() and not force:
+        raise OutputError(f"{dest} already exists; pass --force to replace it")
+    new_repo = not root.exists()
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name if new_repo else name}.", dir=where if new_repo else root))
+        os.chmod(tmp, umask_mode("dir"))  # mkdtemp makes 0700; the entry gets what a plain mkdir would
+        entry = tmp / name if new_repo else tmp
+        if new_repo:
+            entry.mkdir()
+        (entry / "1").mkdir()
+        shutil.copyfile(src, entry / "1" / fname)
+        if python:
+            shutil.copyfile(Path(__file__).with_name("python_model.py"), entry / "1" / "model.py")
+        (entry / "config.pbtxt").write_text(text)
+        if new_repo:
+            os.rename(tmp, root)  # fails (no clobbering) if someone created root meanwhile
+            return dest
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=root))
+            dest.rename(old / "entry")
+        tmp.rename(dest)
+        tmp = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return dest
+    except OSError as e:
+        if isinstance(e, GMGError):
+            raise
+        target = root if new_repo else dest
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        hint = "free some space or write elsewhere" if full else "check the folder's permissions or write elsewhere"
+        raise OutputError(f"cannot write {target}: {e.strerror or e}; {hint}") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
