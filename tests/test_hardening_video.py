@@ -62,6 +62,14 @@ def test_non_finite_or_non_positive_timeouts_refused(tmp_path, video_onnx_path, 
     assert check_timeout("2.5", "--x") == 2.5
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "0"])
+def test_remote_engine_timeout_uses_the_same_validator(tmp_path, value):
+    np.save(tmp_path / "f.npy", np.zeros((1, 5, 1, 16, 16), np.float32))
+    r = _run(["--engine", "triton://127.0.0.1:1/m", "--input", tmp_path / "f.npy", "--out", tmp_path / "p.npy",
+              "--timeout", value])  # refused before any connection is tried
+    _assert_one_error(r, rf"--timeout {value} must be a finite number of seconds > 0")
+
+
 class _StallingServer:
     """127.0.0.1 HTTP server: accepts, sends the first ``send`` bytes of ``payload``, then stalls (sends nothing
     more, keeps the connection open) until :meth:`stop`. ``sent`` is set once the part has gone out."""

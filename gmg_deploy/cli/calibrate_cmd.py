@@ -110,7 +110,7 @@ def _run(opts: CalibrateOptions) -> None:
 
     out = check_output_path(opts.output, force=opts.force)
     check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
-                          "--config-file": opts.config_file}, "-o/--output")
+                          "--config-file": opts.checkpoint.config_file}, "-o/--output")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.checkpoint)
     say = (lambda s: None) if opts.as_json else (lambda s: click.echo(s, err=True))

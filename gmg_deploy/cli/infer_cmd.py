@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import click
 import numpy as np
@@ -13,10 +12,10 @@ import numpy as np
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.openvino_options import OV_ONLY_DEVICES, openvino_options
 from gmg_deploy.cli.model_options import warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
-from gmg_deploy.cli.engine_options import EngineOptions
-from gmg_deploy.cli.infer_video import VideoOptions, check_array_call, video_main, video_options
+from gmg_deploy.cli.infer_options import InferOptions, VideoOptions  # noqa: F401 - VideoOptions re-exported
+from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_save_npy, check_not_input, check_output_path
 from gmg_deploy.video.kinds import is_video_input
@@ -126,30 +125,6 @@ def main(**options: Any) -> None:
                    f"-> {summary['gif']}")
     for k, v in (summary.get("metrics") or {}).items():
         click.echo(f"{k:>10s}: {v:.6g}")
-
-
-@dataclass(frozen=True)
-class InferOptions:
-    """What ``gmg-infer`` was asked to do: ``engine`` opens the model, ``video`` holds the video-only options."""
-
-    engine: EngineOptions
-    inputs: tuple[str, ...]
-    pre: int | None
-    aft: int | None
-    out: str | None
-    gif: str | None
-    metrics: bool
-    csi_thresholds: str
-    clip: bool
-    as_json: bool
-    force: bool
-    video: VideoOptions
-
-    @classmethod
-    def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
-        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
-        return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
-                   inputs=tuple(options["input_path"]), **own)
 
 
 def _run_arrays(opts: InferOptions) -> dict[str, Any]:

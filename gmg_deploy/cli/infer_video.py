@@ -3,38 +3,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import click
 import numpy as np
 
 from gmg_deploy.checks import check_timeout
 from gmg_deploy.cli import signals
-from gmg_deploy.cli.common import fields_of, say_error
+from gmg_deploy.cli.common import say_error
+from gmg_deploy.cli.infer_options import InferOptions, VideoOptions
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_not_input, check_output_path
 
-if TYPE_CHECKING:
-    from gmg_deploy.cli.infer_cmd import InferOptions
-
-
-@dataclass(frozen=True)
-class VideoOptions:
-    """The video-only options of ``gmg-infer`` (see :func:`video_options`)."""
-
-    horizon: int | None = None
-    video_out: str | None = None
-    fit: str = "crop"
-    denormalize: bool = False
-    realtime: bool | None = None
-    connect_timeout: float = 10.0
-    quiet: bool = False
-
-    @classmethod
-    def from_click(cls, options: Mapping[str, Any]) -> "VideoOptions":
-        return cls(**fields_of(cls, options))
 
 
 def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
@@ -227,7 +208,7 @@ def check_array_call(inputs: tuple[str, ...], out: str | None, video: VideoOptio
             raise InputError(f"{flag} applies to video inputs (.mp4, URL, camera); {inputs[0]} is not one")
 
 
-def video_main(opts: "InferOptions") -> int:
+def video_main(opts: InferOptions) -> int:
     """``gmg-infer`` with video inputs -> exit status."""
     from gmg_deploy.video.kinds import is_video_input
 
