@@ -59,12 +59,25 @@ def check_frames(x: Any, batch_size: int | None, frame_shape: Sequence[int], wha
     return x.ndim
 
 
+#: Bytes of input one check reads at a time (a memory-mapped input is never copied whole).
+CHECK_CHUNK_BYTES = 64 * 2**20
+
+
+def row_chunks(a: np.ndarray) -> Any:
+    """``(start, a[start:stop])`` slices along axis 0 of about :data:`CHECK_CHUNK_BYTES` each."""
+    row = max(int(a[:1].nbytes), 1) if a.ndim and a.shape[0] else 1
+    step = max(CHECK_CHUNK_BYTES // row, 1)
+    for s in range(0, a.shape[0] if a.ndim else 1, step):
+        yield s, (a[s : s + step] if a.ndim else a)
+
+
 def check_finite_frames(a: np.ndarray, where: str, fix: str = "clean the data") -> None:
     """Refuse NaN/Inf in ``(N, T, ...)`` frames, naming the first sequence and frame that hold one."""
-    finite = np.isfinite(a)
-    if not finite.all():
-        n, t = (int(i) for i in np.argwhere(~finite)[0][:2])
-        raise InputError(f"{where} holds NaN or infinite values (sequence {n}, frame {t}); {fix}")
+    for start, part in row_chunks(a):
+        finite = np.isfinite(part)
+        if not finite.all():
+            n, t = (int(i) for i in np.argwhere(~finite)[0][:2])
+            raise InputError(f"{where} holds NaN or infinite values (sequence {start + n}, frame {t}); {fix}")
 
 
 def check_not_8bit_floats(a: np.ndarray, where: str) -> None:
@@ -72,7 +85,7 @@ def check_not_8bit_floats(a: np.ndarray, where: str) -> None:
     if not np.issubdtype(a.dtype, np.floating) or a.size == 0:
         return
     hi, lo = float(a.max()), float(a.min())
-    if 1.5 < hi <= 255 and lo >= 0 and bool(np.all(a == np.round(a))):
+    if 1.5 < hi <= 255 and lo >= 0 and all(bool(np.all(c == np.round(c))) for _, c in row_chunks(a)):
         raise InputError(f"{where} holds float values {lo:g}..{hi:g} in whole numbers: they look like 8-bit "
                          "pixels; scale them to [0, 1] (divide by 255) or save them as uint8")
 
@@ -95,3 +108,50 @@ def check_numpy_file(p: Path, where: str) -> None:
         return
     kind = "text" if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "not NumPy data"
     raise InputError(f"{where} {p} is not a NumPy .npy/.npz file (it holds {kind}); write it with numpy.save")
+
+
+#: The largest ``--threads`` accepted, as a multiple of the CPU count (more only costs memory and switching).
+MAX_THREADS_PER_CPU = 4
+
+
+def check_timeout(seconds: Any, flag: str) -> float:
+    """A timeout option in seconds: a finite number > 0 (``inf``/``nan``/0/negative refused) -> float."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} {seconds!r} is not a number of seconds") from None
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{flag} {value:g} must be a finite number of seconds > 0 (e.g. 10)")
+    if value > 86400 * 7:
+        raise InputError(f"{flag} {value:g} s is over a week; give at most {86400 * 7} seconds")
+    return value
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """A thread-count option: ``None``/0 (the library's default) or 1..4x the CPU count; refuse above."""
+    if threads is None:
+        return None
+    top = MAX_THREADS_PER_CPU * cpu_count()
+    if threads < 0:
+        raise InputError(f"{flag} {threads} must be >= 0")
+    if threads > top:
+        raise InputError(f"{flag} {threads} is more than {MAX_THREADS_PER_CPU}x the {cpu_count()} CPU(s) here; "
+                         f"give at most {top} (0: one per core)")
+    return int(threads)
+
+
+def check_graph_weights(proto: Any, where: str) -> None:
+    """Refuse an ONNX graph (``ModelProto``, external data loaded) whose initializers hold NaN/Inf."""
+    from onnx import numpy_helper
+
+    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), where)

@@ -26,6 +26,31 @@ def check_output_path(path: str | Path, *, force: bool = False) -> Path:
     return p
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (links and ``..`` resolved; an absent path is only itself)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def check_not_input(out: str | Path | None, inputs: Mapping[str, Any], flag: str = "output") -> None:
+    """Refuse an output ``out`` that is one of the ``inputs`` (``{option: path}``, ``None`` paths skipped).
+
+    Writing the result over a file the command reads would destroy it (``--force`` does not change that).
+    A path inside an input folder (a folder of PNG frames) counts as the input too.
+    """
+    if out is None:
+        return
+    for what, inp in inputs.items():
+        if inp is None or str(inp).startswith(("rtsp://", "rtsps://", "http://", "https://", "triton://")):
+            continue
+        if same_file(out, inp) or (os.path.isdir(inp) and same_file(os.path.dirname(os.path.abspath(out)), inp)):
+            raise OutputError(f"{flag} {out} is the input {what} {inp}; write the output to another file")
+
+
 def umask_mode(kind: str = "file") -> int:
     """The mode a plain ``open``/``mkdir`` would give: 0666 (file) or 0777 (dir) minus the process umask."""
     return (0o777 if kind == "dir" else 0o666) & ~_umask()

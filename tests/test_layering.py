@@ -198,7 +198,6 @@ def import_cycles() -> list[list[str]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="cli/infer_cmd <-> cli/infer_video: removed when the video hardening lands")
 def test_no_import_circles_between_modules():
     """No two modules import each other, directly or through others (function-level imports included)."""
     assert import_cycles() == []

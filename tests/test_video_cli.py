@@ -80,7 +80,7 @@ def test_two_inputs_npz_equal_each_alone(tmp_path, video_onnx_path, clips):
     ("outsuffix", "error: --out {tmp}/p.npy: with 2 inputs give a .npz"),
     ("nofolder", "error: output folder {tmp}/no does not exist"),
     ("arrayopt", "error: --video-out applies to video inputs"),
-    ("timeout", "error: --connect-timeout 0 must be > 0 seconds"),
+    ("timeout", "error: --connect-timeout 0 must be a finite number of seconds > 0"),
 ])
 def test_bad_inputs_one_line_exit_2(tmp_path, video_onnx_path, clips, case, msg):
     port = free_local_ports(1)[0]

@@ -83,10 +83,15 @@ def _run(opts: BuildOptions) -> None:
     from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
     from gmg_deploy.export.metadata import read_metadata
     from gmg_deploy.export.trt_lint import refuse_cpu_int8
-    from gmg_deploy.io import atomic_write_bytes, check_output_path
+    from gmg_deploy.io import atomic_write_bytes, check_not_input, check_output_path
 
     # checks, all before TensorRT is touched
     meta = read_metadata(opts.model)
+    import onnx
+
+    from gmg_deploy.checks import check_graph_weights
+
+    check_graph_weights(onnx.load(opts.model), opts.model)  # an engine of NaN weights forecasts only NaN
     refuse_cpu_int8(meta, opts.model)
     rng = batch_range(meta, opts.min_batch, opts.opt_batch, opts.max_batch)
     if opts.workspace_mib is not None and opts.workspace_mib < 1:
@@ -94,6 +99,9 @@ def _run(opts: BuildOptions) -> None:
     frames, reference = _verification_inputs(opts, meta)
     out = check_output_path(opts.output, force=opts.force)
     check_output_path(sidecar_path(out), force=opts.force)
+    inputs = {"MODEL": opts.model, "--timing-cache": opts.timing_cache}
+    check_not_input(out, inputs, "-o/--output")
+    check_not_input(sidecar_path(out), inputs, "the engine's sidecar")
     # build, then write the engine and its sidecar
     from gmg_deploy.engine.trt_engine import PURPOSE, build_engine
     from gmg_deploy.engine.trt_import import import_tensorrt

@@ -23,7 +23,7 @@ from gmg_deploy.cli.model_options import (CHECKPOINT_OPTIONS, CheckpointOptions,
                                           model_argument, resolve_model)
 from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import check_output_path
+from gmg_deploy.io import check_not_input, check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
@@ -109,6 +109,8 @@ def _run(opts: CalibrateOptions) -> None:
     from gmg_deploy.precision import calibrate
 
     out = check_output_path(opts.output, force=opts.force)
+    check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
+                          "--config-file": opts.checkpoint.config_file}, "-o/--output")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.checkpoint)
     say = (lambda s: None) if opts.as_json else (lambda s: click.echo(s, err=True))

@@ -132,9 +132,7 @@ def load_graph(path: str) -> tuple[Any, dict[str, Any]]:
     except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
         raise MetadataError(f"{path} is not a readable ONNX model") from None
     meta = metadata_from_proto(proto, path)
-    from onnx import numpy_helper
+    from gmg_deploy.checks import check_graph_weights
 
-    from gmg_deploy.checks import check_finite_tensors
-
-    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), path)
+    check_graph_weights(proto, path)
     return proto, meta

@@ -112,8 +112,10 @@ def _refuse_unused_checkpoint_options(opts: CompareOptions) -> None:
 
 
 def _run(opts: CompareOptions) -> None:
+    from gmg_deploy.checks import check_threads
     from gmg_deploy.runtime.verify import compare_models
 
+    check_threads(opts.threads, "--threads")
     _refuse_unused_checkpoint_options(opts)
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     cmp = compare_models(side_of(opts.reference, opts.reference_backend, opts),

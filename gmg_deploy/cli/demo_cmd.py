@@ -63,6 +63,11 @@ def run_demo(
     return summary
 
 
+#: The files the demo (re)writes in its --out folder.
+DEMO_FILES = ("demo_step.onnx", "demo_sequence.onnx", "preds.npy", "demo.gif", "metrics.md", "summary.json",
+              "demo_step_fp16.onnx", "demo_int8_ranges.json", "demo_step_int8.onnx")
+
+
 def _load_model(run: _DemoRun, ckpt: Path | None) -> tuple[Any, Path]:
     """Phase 1: the output folder exists and the (demo) checkpoint is loaded."""
     from gmg_deploy import load_checkpoint
@@ -74,6 +79,10 @@ def _load_model(run: _DemoRun, ckpt: Path | None) -> tuple[Any, Path]:
     except OSError as e:
         raise OutputError(f"cannot create output folder {run.out_dir}: {e.strerror or e}; pick another --out") from None
     ckpt = Path(ckpt) if ckpt is not None else demo_checkpoint_path()
+    from gmg_deploy.io import check_not_input
+
+    for name in DEMO_FILES:  # the demo replaces these files in --out: never the checkpoint it reads
+        check_not_input(run.out_dir / name, {"--ckpt": ckpt}, "--out")
     model = load_checkpoint(ckpt)
     cfg = model.config
     run.say(f"[1/5] model: {ckpt.name} ({cfg.arch}, in_shape {list(cfg.in_shape)}, {cfg.pre_seq_length} -> "

@@ -32,8 +32,12 @@ class EngineOptions:
     def open(self, batch_size: int | None = None, *, streams: int | None = None) -> Any:
         """The :class:`Forecaster` with ``batch_size`` slots (default ``--batch-size``), no more than ``streams``
         when known (unless the engine's batch is fixed)."""
+        from gmg_deploy.checks import check_threads, check_timeout
         from gmg_deploy.runtime.forecaster import pick_backend
 
+        check_threads(self.threads, "--threads")
+        if self.timeout is not None:
+            check_timeout(self.timeout, "--timeout")
         kind = pick_backend(self.engine, self.backend)
         dev = self.device or ("cuda" if kind == "tensorrt" else "cpu")
         kwargs: dict[str, Any] = {}

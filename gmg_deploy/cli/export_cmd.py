@@ -109,11 +109,13 @@ class ExportOptions:
 
 
 def _run(opts: ExportOptions) -> None:
-    from gmg_deploy.io import check_output_path
+    from gmg_deploy.io import check_not_input, check_output_path
 
     opts.check()
     shape = _parse_shape(opts.in_shape)
     check_output_path(opts.output, force=opts.force)  # fail before the slow work
+    check_not_input(opts.output, {"--ckpt": opts.ckpt, "--config-file": opts.config_file,
+                                  "--calibration": opts.prec.get("calibration")}, "-o/--output")
     say = lambda msg: click.echo(msg, err=True)  # noqa: E731
     model = _load_model(opts, shape, say)
     res = _export(model, opts, say)

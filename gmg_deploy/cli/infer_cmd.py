@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import click
 import numpy as np
@@ -13,12 +12,12 @@ import numpy as np
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.openvino_options import OV_ONLY_DEVICES, openvino_options
 from gmg_deploy.cli.model_options import warp_gate_option
-from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
-from gmg_deploy.cli.engine_options import EngineOptions
-from gmg_deploy.cli.infer_video import VideoOptions, check_array_call, video_main, video_options
+from gmg_deploy.cli.infer_options import InferOptions, VideoOptions  # noqa: F401 - VideoOptions re-exported
+from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_save_npy, check_output_path
+from gmg_deploy.io import atomic_save_npy, check_not_input, check_output_path
 from gmg_deploy.video.kinds import is_video_input
 
 
@@ -43,7 +42,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
     bar = click.progressbar(length=N, label="sequences", file=sys.stderr) if show_progress else None
     try:
         for s in starts:
-            chunk = frames[s : s + B, :pre]
+            chunk = np.array(frames[s : s + B, :pre], dtype=np.float32)  # a copy: frames may be memory-mapped
             n = chunk.shape[0]
             if n < B:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], B - n, axis=0)])
@@ -128,34 +127,11 @@ def main(**options: Any) -> None:
         click.echo(f"{k:>10s}: {v:.6g}")
 
 
-@dataclass(frozen=True)
-class InferOptions:
-    """What ``gmg-infer`` was asked to do: ``engine`` opens the model, ``video`` holds the video-only options."""
-
-    engine: EngineOptions
-    inputs: tuple[str, ...]
-    pre: int | None
-    aft: int | None
-    out: str | None
-    gif: str | None
-    metrics: bool
-    csi_thresholds: str
-    clip: bool
-    as_json: bool
-    force: bool
-    video: VideoOptions
-
-    @classmethod
-    def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
-        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
-        return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
-                   inputs=tuple(options["input_path"]), **own)
-
-
 def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     """The array path: forecast the sequences of the one ``--input``, save them, score them -> the summary."""
     from gmg_deploy.evaluate.metrics import all_metrics
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
+    from gmg_deploy.runtime.buffers import check_horizon_budget
     from gmg_deploy.runtime.inputs import count_sequences, load_frames
 
     input_path, engine, pre, aft, clip = opts.inputs[0], opts.engine.engine, opts.pre, opts.aft, opts.clip
@@ -164,6 +140,9 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     gif_path = check_output_path(opts.gif, force=opts.force) if opts.gif else None
     if gif_path is not None and gif_path.resolve() == out_path.resolve():
         raise InputError("--gif and --out name the same file; give two paths")
+    read = {"--input": input_path, "--engine": engine, "--config-file": opts.engine.config_file}
+    check_not_input(out_path, read, "--out")
+    check_not_input(gif_path, read, "--gif")
     fc = opts.engine.open(streams=count_sequences(input_path))
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
@@ -172,6 +151,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     N, T = frames.shape[:2]
     if T < pre:
         raise InputError(f"input has {T} frames per sequence, fewer than --pre {pre}")
+    check_horizon_budget(aft, "--aft", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device, kept=N)
     has_truth = T >= pre + aft
     if opts.metrics and not has_truth:
         raise InputError(f"--metrics needs ground truth: input has T={T} frames, pre+aft={pre + aft}; "

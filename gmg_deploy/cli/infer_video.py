@@ -3,36 +3,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import click
 import numpy as np
 
-from gmg_deploy.cli.common import fields_of, say_error
+from gmg_deploy.checks import check_timeout
+from gmg_deploy.cli import signals
+from gmg_deploy.cli.common import say_error
+from gmg_deploy.cli.infer_options import InferOptions, VideoOptions
 from gmg_deploy.errors import InputError
-from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_output_path
+from gmg_deploy.io import atomic_save_npy, atomic_save_npz, check_not_input, check_output_path
 
-if TYPE_CHECKING:
-    from gmg_deploy.cli.infer_cmd import InferOptions
-
-
-@dataclass(frozen=True)
-class VideoOptions:
-    """The video-only options of ``gmg-infer`` (see :func:`video_options`)."""
-
-    horizon: int | None = None
-    video_out: str | None = None
-    fit: str = "crop"
-    denormalize: bool = False
-    realtime: bool | None = None
-    connect_timeout: float = 10.0
-    quiet: bool = False
-
-    @classmethod
-    def from_click(cls, options: Mapping[str, Any]) -> "VideoOptions":
-        return cls(**fields_of(cls, options))
 
 
 def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
@@ -43,20 +26,28 @@ def _save_preds(path: Path, arrays: list[np.ndarray]) -> None:
         atomic_save_npz(path, {f"input{i}": a for i, a in enumerate(arrays)})
 
 
-def _progress_printer(quiet: bool) -> Any:
-    if quiet:
-        return None
-    last = [0.0]
+class _Progress:
+    """The ``\r`` progress line on stderr (at most once a second); :meth:`end` ends it with a newline, so the
+    summary or an error that follows starts on its own line."""
 
-    def show(rep: Any) -> None:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self._last = 0.0
+        self._open = False
+
+    def __call__(self, rep: Any) -> None:
         now = time.perf_counter()
-        if now - last[0] < 1.0:
+        if self.quiet or now - self._last < 1.0:
             return
-        last[0] = now
+        self._last = now
         fps = rep.frames / rep.wall_s if rep.wall_s > 0 else 0.0
         click.echo(f"\rframes {rep.frames}  {fps:.1f} fps  dropped {rep.dropped}", err=True, nl=False)
+        self._open = True
 
-    return show
+    def end(self) -> None:
+        if self._open:
+            click.echo("", err=True)
+            self._open = False
 
 
 def _write_gif(path: Path, pre_n: int, res: Any, pre: Any) -> tuple[int, tuple[int, int]]:
@@ -81,23 +72,26 @@ def gif_window(pre_n: int, horizon: int) -> int:
 
 
 def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
-              batch_size: int | None, as_json: bool, force: bool) -> int:
-    """Run the video path; returns the exit status (0, 2 when a source failed mid-stream, 130 on Ctrl-C).
+              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] | None = None) -> int:
+    """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
+    Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
 
-    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options).
+    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
+    the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
     """
+    from gmg_deploy.runtime.buffers import check_horizon_budget
     from gmg_deploy.video.preprocess import Preprocessor
     from gmg_deploy.video.stream import open_sources, run_streams
     from gmg_deploy.video.writer import check_video_out
 
     horizon, video_out, fit, quiet = video.horizon, video.video_out, video.fit, video.quiet
-    connect_timeout = video.connect_timeout
-
-    if connect_timeout <= 0:
-        raise InputError(f"--connect-timeout {connect_timeout:g} must be > 0 seconds")
+    connect_timeout = check_timeout(video.connect_timeout, "--connect-timeout")
     paths = [check_output_path(p, force=force) for p in (out, gif, video_out) if p]
     if len({p.resolve() for p in paths}) < len(paths):
         raise InputError("--out, --gif and --video-out must name different files")
+    read = {**{f"--input {i + 1}" if len(inputs) > 1 else "--input": s for i, s in enumerate(inputs)}, **(reads or {})}
+    for flag, p in (("--out", out), ("--gif", gif), ("--video-out", video_out)):
+        check_not_input(p, read, flag)
     if out and len(inputs) > 1 and Path(out).suffix.lower() != ".npz":
         raise InputError(f"--out {out}: with {len(inputs)} inputs give a .npz (one array per input)")
     if out and len(inputs) == 1 and Path(out).suffix.lower() != ".npy":
@@ -105,20 +99,33 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     if video_out:
         check_video_out(video_out)
     fc = fc_open(batch_size or len(inputs))
+    progress = _Progress(quiet)
+    close_error: str | None = None
     try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
         K = fc.config.aft_seq_length if horizon is None else horizon
+        check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
         pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
         sources = open_sources(inputs, connect_timeout)
+        if out and not any(s.is_live for s in sources):  # --out keeps every frame's K forecasts until the end
+            try:
+                check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size,
+                                     device=fc.device, kept=sum(s.expected_frames or 0 for s in sources))
+            except BaseException:
+                for s in sources:
+                    s.close()
+                raise
         window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
         note = (lambda s: click.echo(s, err=True))
         rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
                           keep_preds=True if out else (window if gif else False),
-                          keep_observed=window if gif else False, progress=_progress_printer(quiet),
+                          keep_observed=window if gif else False, progress=progress,
                           note=note, read_timeout=connect_timeout)
     finally:
-        fc.close()
-    if not quiet:
-        click.echo("\r" + " " * 60 + "\r", err=True, nl=False)
+        progress.end()  # an error raised from here on starts on its own line
+        try:
+            fc.close()
+        except Exception as e:  # a failed engine (e.g. a server gone) may fail to close too: outputs first
+            close_error = f"closing the {fc.backend_name} engine failed ({' '.join(str(e).split())[:160]})"
     summary = rep.summary()
     summary.update(engine_backend=fc.backend_name, device=str(fc.device), batch_size=fc.batch_size, fit=fit)
     if out and rep.frames:
@@ -142,15 +149,19 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
                      f"p99 {lat['p99']:.1f} ms")
     if rep.video_out and rep.video_frames:
         lines.append(f"video ({rep.video_frames} frames, {rep.codec}) -> {rep.video_out}")
+    interrupt = (rep.interrupt or KeyboardInterrupt()) if rep.interrupted else None
     if rep.partial:
-        why = "interrupted" if rep.interrupted else "a source failed"
+        if interrupt is not None:
+            why = signals.message_of(interrupt)  # interrupted (Ctrl-C) / terminated (SIGTERM)
+        else:
+            why = "the engine failed" if rep.engine_error else "a source failed"
         lines.append(f"partial: {why}; the outputs hold the {rep.frames} frame(s) processed")
     for line in lines:
         click.echo(line, err=True)
-    if rep.interrupted:
-        say_error("interrupted")
-        return 130
-    failed = [s.error for s in rep.streams if s.error]
+    if interrupt is not None:
+        say_error(signals.message_of(interrupt))
+        return signals.status_of(interrupt)
+    failed = [e for e in (rep.engine_error, *(s.error for s in rep.streams), close_error) if e]
     if failed:
         say_error(failed[0])
         return 2
@@ -197,7 +208,7 @@ def check_array_call(inputs: tuple[str, ...], out: str | None, video: VideoOptio
             raise InputError(f"{flag} applies to video inputs (.mp4, URL, camera); {inputs[0]} is not one")
 
 
-def video_main(opts: "InferOptions") -> int:
+def video_main(opts: InferOptions) -> int:
     """``gmg-infer`` with video inputs -> exit status."""
     from gmg_deploy.video.kinds import is_video_input
 
@@ -216,4 +227,5 @@ def video_main(opts: "InferOptions") -> int:
     slots = len(inputs) if batch_size == 1 else batch_size
     # Ctrl-C outside the streams (opening the model or a source) is the shared `error: interrupted`, exit 130
     return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
-                     as_json=opts.as_json, force=opts.force)
+                     as_json=opts.as_json, force=opts.force,
+                     reads={"--engine": opts.engine.engine, "--config-file": opts.engine.config_file})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gmg_deploy.errors import InputError
+from gmg_deploy.checks import check_threads
 
 
 def session_options(threads: int | None = 1, spin: bool = True) -> Any:
@@ -12,14 +12,13 @@ def session_options(threads: int | None = 1, spin: bool = True) -> Any:
     ``spin``: whether idle intra-op threads busy-wait for work (ORT's default; turn it off on a shared host)."""
     import onnxruntime as ort
 
-    if threads is not None and threads < 0:
-        raise InputError(f"threads={threads} must be >= 1 (or 0 for ONNX Runtime's default)")
+    check_threads(threads, "threads")  # 0..4x the CPU count (more threads only cost memory)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: a failed run is reported once, by the caller's error line
     return opts
 
 

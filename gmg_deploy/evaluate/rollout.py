@@ -108,6 +108,9 @@ def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
     check_numpy_file(p, f"{what} file")
     try:
         obj = np.load(p, allow_pickle=False)
+    except MemoryError:
+        raise InputError(f"{what} file {p} ({p.stat().st_size / 2**20:.0f} MiB) does not fit in this process's "
+                         "memory; give fewer sequences or raise the memory limit (ulimit -v)") from None
     except (ValueError, OSError):
         raise InputError(f"{what} file {p} is not a NumPy .npy/.npz array file") from None
     if hasattr(obj, "files"):

@@ -118,3 +118,23 @@ def other_sets(cur: int) -> tuple[int, int]:
     """The two set indices that are not ``cur`` (the ping-pong pair)."""
     a, b = (i for i in range(NUM_SETS) if i != cur)
     return a, b
+
+
+def check_horizon_budget(horizon: int, flag: str, *, frame_shape: Sequence[int], streams: int,
+                         device: torch.device, kept: int = 0) -> int:
+    """Refuse a forecast horizon whose forecasts do not fit the memory budget (:func:`memory_budget`).
+
+    One call of ``forecast(horizon)`` on ``streams`` slots holds ``horizon`` float32 frames per slot twice
+    (the steps and their stack); ``kept`` more frames per unit of horizon stay for the whole run (e.g. the
+    ``(N, aft, C, H, W)`` predictions of N sequences). Returns the largest horizon allowed.
+    """
+    frame = math.prod(int(d) for d in frame_shape) * 4
+    per_unit = frame * (2 * max(int(streams), 1) + max(int(kept), 0))
+    budget = memory_budget(device)
+    largest = max(budget // per_unit, 0)
+    if horizon > largest:
+        source = f"${BUDGET_ENV}" if os.environ.get(BUDGET_ENV) else "a quarter of the available memory"
+        need = _human(horizon * per_unit) if horizon < 2**62 // per_unit else "more memory than any machine has"
+        raise InputError(f"{flag} {horizon} needs {need} for its forecasts ({_human(per_unit)} per frame ahead), over "
+                         f"the memory budget of {_human(budget)} ({source}); use {flag} {largest} or less")
+    return largest

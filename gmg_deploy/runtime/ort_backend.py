@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gmg_deploy.checks import check_graph_weights
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, read_metadata
 from gmg_deploy.evaluate.ort_session import session_options
@@ -25,6 +26,19 @@ from gmg_deploy.export.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+def _read_checked(path: Path) -> dict[str, Any]:
+    """The graph's metadata, after refusing NaN/Inf weights (they would turn every forecast into NaN)."""
+    import onnx
+
+    meta = read_metadata(path)  # one clear error for a missing or non-ONNX file
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # external data missing or unreadable
+        raise MetadataError(f"{path}: its weights cannot be read ({str(e).splitlines()[0][:100]})") from None
+    check_graph_weights(proto, str(path))
+    return meta
 
 
 class OrtBackend(StepBackend):
@@ -47,7 +61,7 @@ class OrtBackend(StepBackend):
 
         self.path = Path(path)
         self._set_batch_size(batch_size)
-        self._set_metadata(read_metadata(self.path), str(self.path))
+        self._set_metadata(_read_checked(self.path), str(self.path))
         self._set_device(device)
         opts = session_options(threads, spin)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from gmg_deploy.checks import check_timeout
 from gmg_deploy.errors import InputError
 from gmg_deploy.video.avlib import require_av
 from gmg_deploy.video.kinds import source_kind
@@ -33,9 +35,11 @@ class Frame:
     t_arrived: float
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, at most ``limit`` characters, without C++ source locations."""
     text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())[:160]
+    text = re.sub(r"\S+\.(?:h|hpp|cc|cpp|cu):\d+\s+(?:\S+::\S+\(.*?\)\s+)?", "", str(text))
+    return " ".join(text.split())[:limit]
 
 
 class FrameSource:
@@ -48,6 +52,8 @@ class FrameSource:
         self.spec = str(spec)
         self.kind = source_kind(self.spec) or "file"
         av = require_av()
+        self._stalled = av.error.ExitError  # what PyAV raises when its interrupt callback (the timeout) fires
+        self.read_timeout: float | None = None
         kwargs: dict[str, Any] = {}
         if self.kind == "file":
             if not os.path.exists(self.spec):
@@ -59,11 +65,14 @@ class FrameSource:
                 raise SourceError(f"camera {self.spec} does not exist; list cameras with 'ls /dev/video*'")
             kwargs["format"] = "v4l2"
         else:
-            if connect_timeout <= 0:
-                raise SourceError(f"--connect-timeout {connect_timeout} must be > 0 seconds")
-            kwargs["timeout"] = float(connect_timeout)
+            t = check_timeout(connect_timeout, "--connect-timeout")
+            # (open, read): PyAV's interrupt callback ends any blocking open or packet read after t seconds
+            kwargs["timeout"] = (t, t)
+            self.read_timeout = t
             if self.spec.lower().startswith(("rtsp://", "rtsps://")):
                 kwargs["options"] = {"rtsp_transport": "tcp"}
+            else:  # FFmpeg's own bound on every socket read/write of the protocol (microseconds)
+                kwargs["options"] = {"rw_timeout": str(int(t * 1e6))}
         try:
             self.container = av.open(self.spec, **kwargs)
         except EOFError:
@@ -75,7 +84,7 @@ class FrameSource:
                            "(--connect-timeout)",
                     "camera": "; check that the camera is free and readable",
                     "file": "; is it a complete, readable video?"}[self.kind]
-            raise SourceError(f"{what} {self.spec} ({_reason(e)}){hint}") from None
+            raise SourceError(f"{what} {self.spec} ({error_reason(e)}){hint}") from None
         if not self.container.streams.video:
             self.container.close()
             raise SourceError(f"input {self.spec} holds no video stream")
@@ -88,23 +97,59 @@ class FrameSource:
         self.frames_decoded = 0
 
     @property
+    def expected_frames(self) -> int | None:
+        """Frames a file announces (its header's count, else duration x fps); ``None`` for live sources."""
+        if self.is_live:
+            return None
+        if self.stream.frames:
+            return int(self.stream.frames)
+        if self.container.duration and self.fps:
+            return int(round(self.container.duration / 1e6 * self.fps))
+        return None
+
+    @property
     def is_live(self) -> bool:
         """Cameras and URLs deliver frames in real time; files can be read as fast as decoding goes."""
         return self.kind != "file"
 
     def __iter__(self) -> Iterator[Frame]:
+        end_s: float | None = None  # where the last decoded frame ends, in seconds
         try:
             for vf in self.container.decode(self.stream):
                 img = vf.to_ndarray(format="rgb24")
+                if vf.time is not None:
+                    step = float(vf.duration * vf.time_base) if vf.duration and vf.time_base else 0.0
+                    end_s = float(vf.time) + (step or (1.0 / self.fps if self.fps else 0.0))
                 yield Frame(img, self.frames_decoded, time.perf_counter())
                 self.frames_decoded += 1
         except GeneratorExit:
             raise
         except Exception as e:
+            if isinstance(e, self._stalled) and self.read_timeout is not None:
+                raise SourceError(f"input {self.spec} stalled after {self.frames_decoded} frame(s): nothing arrived "
+                                  f"for {self.read_timeout:g} s (--connect-timeout)") from None
             raise SourceError(f"input {self.spec} failed after {self.frames_decoded} frame(s) "
-                              f"({_reason(e)})") from None
+                              f"({error_reason(e)})") from None
         if self.frames_decoded == 0:
             raise SourceError(f"input {self.spec} holds 0 video frames; give a video with at least one frame")
+        if self.kind == "file":
+            self._check_complete(end_s)
+
+    def _check_complete(self, end_s: float | None) -> None:
+        """A file whose header announces more frames (or a longer duration) than were decoded was cut short."""
+        n, announced = self.frames_decoded, int(self.stream.frames or 0)
+        if announced and n + 1 < announced:
+            raise SourceError(f"input {self.spec} ended after {n} of the {announced} frames its header announces "
+                              "(the file is truncated or damaged)")
+        duration = self.container.duration  # microseconds (AV_TIME_BASE), None when unknown
+        if duration is None or end_s is None or not self.fps:
+            return
+        start = (self.container.start_time or 0) / 1e6
+        total = duration / 1e6
+        missing = start + total - end_s
+        if missing > max(2.0 / self.fps, 0.05 * total):
+            raise SourceError(f"input {self.spec} ended after {n} frame(s), {end_s - start:.2f} s of the "
+                              f"{total:.2f} s its header announces (the file is truncated or damaged)")
 
     def close(self) -> None:
         try:

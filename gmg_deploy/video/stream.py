@@ -3,8 +3,9 @@
 For every step each active slot observes its newest frame, then ``Forecaster.forecast(K)`` branches K
 steps ahead without touching the observed state. A source that ends frees its slot (reset) for the next
 waiting source; the others go on. ``on_step(step)`` is called after the model's work on every step (a
-public hook, e.g. to slow the backend down in tests of the drop policy). Ctrl-C stops cleanly: what was
-processed is kept and the report says ``interrupted``.
+public hook, e.g. to slow the backend down in tests of the drop policy). Ctrl-C (or SIGTERM, raised as
+``errors.Terminated``) stops cleanly: what was processed is kept and the report says ``interrupted``. An
+engine that fails mid-run stops the run the same way (``engine_error``), as a failing source ends its stream.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gmg_deploy.checks import check_timeout
 from gmg_deploy.errors import InputError
 from gmg_deploy.video.panel import column_labels, panel_geometry, render_panel
 from gmg_deploy.video.preprocess import Preprocessor
-from gmg_deploy.video.source import FrameSource, LatestFrameReader, SourceError, SyncReader
+from gmg_deploy.video.source import FrameSource, LatestFrameReader, SourceError, SyncReader, error_reason
 
 DEFAULT_FPS = 30.0
 #: Latency percentiles cover the most recent frames only, so a days-long live run keeps bounded memory.
@@ -62,6 +64,10 @@ class VideoReport:
     steps: int = 0
     wall_s: float = 0.0
     interrupted: bool = False
+    #: the KeyboardInterrupt (or its SIGTERM subclass ``errors.Terminated``) that stopped the run
+    interrupt: BaseException | None = None
+    #: why the engine failed mid-run (the run stopped there; what was processed is kept)
+    engine_error: str | None = None
     video_out: str | None = None
     video_frames: int = 0
     codec: str | None = None
@@ -76,7 +82,7 @@ class VideoReport:
 
     @property
     def partial(self) -> bool:
-        return self.interrupted or any(s.error for s in self.streams)
+        return self.interrupted or self.engine_error is not None or any(s.error for s in self.streams)
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_s, dtype=np.float64) * 1e3
@@ -90,7 +96,7 @@ class VideoReport:
             "model_ms_per_step": self.model_s / self.model_steps * 1e3 if self.model_steps else None,
             "end_to_end_fps": self.frames / self.wall_s if self.wall_s > 0 else None,
             "model_only_fps": self.frames / self.model_s if self.model_s > 0 else None,
-            "partial": self.partial, "interrupted": self.interrupted,
+            "partial": self.partial, "interrupted": self.interrupted, "engine_error": self.engine_error,
             "video_out": self.video_out, "video_frames": self.video_frames, "codec": self.codec,
         }
 
@@ -135,6 +141,7 @@ def run_streams(
     if isinstance(horizon, bool) or int(horizon) < 1:
         raise InputError(f"--horizon {horizon} must be >= 1")
     K = int(horizon)
+    read_timeout = check_timeout(read_timeout, "read_timeout")
     if not sources:
         raise InputError("no video source given")
     pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)
@@ -226,8 +233,13 @@ def run_streams(
                 if not arrived:
                     break
                 t0 = time.perf_counter()
-                fc.observe(x)
-                fut = fc.forecast(K)
+                try:
+                    fc.observe(x)
+                    fut = fc.forecast(K)
+                except Exception as e:  # the engine failed (a server gone, a runtime error): keep what was done
+                    report.engine_error = (f"the {fc.backend_name} engine failed at step {report.steps + 1} "
+                                           f"({error_reason(e, 300)}); the run stopped there")
+                    break
                 if on_step is not None:
                     on_step(report.steps)
                 t1 = time.perf_counter()
@@ -252,8 +264,8 @@ def run_streams(
                 if progress is not None:
                     report.wall_s = time.perf_counter() - t_start
                     progress(report)
-        except KeyboardInterrupt:
-            report.interrupted = True
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as errors.Terminated: keep what was processed
+            report.interrupted, report.interrupt = True, e
         if writer is not None:
             while history:
                 emit(history.popleft(), None)

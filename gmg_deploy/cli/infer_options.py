@@ -1,0 +1,49 @@
+"""The options of ``gmg-infer`` as objects: :class:`InferOptions` (both paths) and :class:`VideoOptions`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gmg_deploy.cli.common import fields_of
+from gmg_deploy.cli.engine_options import EngineOptions
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """The video-only options of ``gmg-infer`` (see :func:`gmg_deploy.cli.infer_video.video_options`)."""
+
+    horizon: int | None = None
+    video_out: str | None = None
+    fit: str = "crop"
+    denormalize: bool = False
+    realtime: bool | None = None
+    connect_timeout: float = 10.0
+    quiet: bool = False
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "VideoOptions":
+        return cls(**fields_of(cls, options))
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """What ``gmg-infer`` was asked to do: ``engine`` opens the model, ``video`` holds the video-only options."""
+
+    engine: EngineOptions
+    inputs: tuple[str, ...]
+    pre: int | None
+    aft: int | None
+    out: str | None
+    gif: str | None
+    metrics: bool
+    csi_thresholds: str
+    clip: bool
+    as_json: bool
+    force: bool
+    video: VideoOptions
+
+    @classmethod
+    def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
+        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
+        return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
+                   inputs=tuple(options["input_path"]), **own)
