@@ -49,5 +49,9 @@ class OutputError(GMGError, OSError):
     """An output file cannot be written (missing folder, no permission, exists without --force)."""
 
 
+class SourceError(InputError):
+    """A video source cannot be opened or failed while decoding."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C so every "keep what was processed" path runs; exit 143."""

@@ -41,10 +41,10 @@ MAX_IDLE_S = 1e9  # ~31 years: it is a uint64 that the server adds to its clocks
 
 
 def max_threads() -> int:
-    """The most ONNX Runtime threads ``--threads`` may ask for: 4x this machine's CPU count."""
-    import os
+    """The most ONNX Runtime threads ``--threads`` may ask for: the shared rule of :func:`gmg_deploy.checks.check_threads`."""
+    from gmg_deploy.checks import MAX_THREADS_PER_CPU, cpu_count
 
-    return 4 * (os.cpu_count() or 1)
+    return MAX_THREADS_PER_CPU * cpu_count()
 
 
 def check_options(o: ServeOptions) -> None:

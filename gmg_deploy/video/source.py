@@ -17,13 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from gmg_deploy.checks import check_timeout
-from gmg_deploy.errors import InputError
+from gmg_deploy.errors import InputError, SourceError
 from gmg_deploy.video.avlib import require_av
 from gmg_deploy.video.kinds import source_kind
-
-
-class SourceError(InputError):
-    """A video source cannot be opened or failed while decoding."""
 
 
 @dataclass
