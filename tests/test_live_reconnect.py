@@ -144,3 +144,52 @@ def test_refuses_bad_options(tmp_path):
         ReconnectingSource(lambda: FrameSource(str(clip)), stall_timeout=0)
     with pytest.raises(InputError, match="--max-reconnects"):
         ReconnectingSource(lambda: FrameSource(str(clip)), max_reconnects=-1)
+
+
+def test_reader_answers_down_at_once_while_disconnected_then_frames_again(tmp_path):
+    from gmg_deploy.video.reconnect import DOWN, ReconnectingReader, reconnecting
+
+    clip = encode_clip(tmp_path / "c.mkv", demo_frames(3, 16, 16, True))
+    in_backoff, release = threading.Event(), threading.Event()
+
+    class _GatedBackoff(Backoff):
+        def next_delay(self) -> float:
+            in_backoff.set()
+            release.wait(30)  # the test decides when the source comes back
+            return 0.0
+
+    rs = reconnecting(FrameSource(str(clip)), backoff=_GatedBackoff(), max_reconnects=5,
+                      connect_timeout=5, stall_timeout=5)
+    reader = ReconnectingReader(rs, maxsize=8)
+    try:
+        assert in_backoff.wait(10)  # 3 frames decoded, EOF, now waiting to reconnect
+        got = reader.latest()
+        assert isinstance(got, LiveFrame) and got.epoch == 0 and reader.dropped == 2
+        assert reader.latest() is DOWN  # disconnected: no wait, the batch goes on
+        release.set()
+        deadline = time.monotonic() + 30
+        while (f := reader.latest()) is DOWN or f.epoch == 0:
+            assert time.monotonic() < deadline
+            threading.Event().wait(0.01)
+        assert f.epoch == 1 and rs.reconnects == 1
+    finally:
+        release.set()
+        reader.close()
+    assert not reader._thread.is_alive()
+
+
+def test_reader_raises_the_give_up_error(tmp_path):
+    from gmg_deploy.video.reconnect import DOWN, ReconnectingReader
+
+    clip = encode_clip(tmp_path / "c.mkv", demo_frames(2, 16, 16, True))
+    rs = ReconnectingSource(lambda: FrameSource(str(clip)), backoff=_fast_backoff(), max_reconnects=2,
+                            yield_events=False)
+    reader = ReconnectingReader(rs)
+    try:
+        deadline = time.monotonic() + 30
+        with pytest.raises(SourceError, match="--max-reconnects 2"):
+            while time.monotonic() < deadline:
+                if reader.latest() is DOWN:
+                    threading.Event().wait(0.01)
+    finally:
+        reader.close()

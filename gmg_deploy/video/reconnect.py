@@ -10,7 +10,8 @@ A *stall* is no frame within ``stall_timeout`` seconds (a frame-wait deadline): 
 decoded by its own pump thread, which closes its own source when it ends (PyAV objects are never
 touched from two threads); an abandoned pump ends by itself within the source's read timeout.
 Every wait (backoff, frame wait) is on a :class:`threading.Event`/condition, so :meth:`stop` ends the
-iteration at once.
+iteration at once. :class:`ReconnectingReader` is the stream loop's reader for it: it answers
+:data:`DOWN` at once while the source is disconnected, so the other streams go on.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.video.source import Frame, SourceError
+from gmg_deploy.video.source import Frame, FrameSource, LatestFrameReader, SourceError
 
 DEFAULT_STALL_TIMEOUT = 5.0
 #: how many events :attr:`ReconnectingSource.events` keeps (the counters count all of them)
@@ -273,3 +274,50 @@ class ReconnectingSource:
             except Exception:
                 pass
             self._first = None
+
+
+#: :meth:`ReconnectingReader.latest` while the source is down: no frame this step, the stream goes on later
+DOWN = object()
+
+
+class ReconnectingReader(LatestFrameReader):
+    """A :class:`LatestFrameReader` over a :class:`ReconnectingSource` that never holds the batch up.
+
+    :meth:`latest` returns :data:`DOWN` at once while the source is disconnected (and after waiting
+    ``stall_timeout`` plus ``grace`` seconds for a connected one), a frame, or ``None`` at the end; the
+    give-up error of ``max_reconnects`` is raised. :meth:`close` stops the source first, so a backoff
+    wait ends at once.
+    """
+
+    def __init__(self, source: ReconnectingSource, *, maxsize: int = 2, grace: float = 1.0) -> None:
+        super().__init__(source, maxsize=maxsize)
+        self.grace = grace
+
+    def latest(self, timeout: float | None = None) -> Any:  # type: ignore[override]
+        src: ReconnectingSource = self.source  # type: ignore[assignment]
+        with self._cv:
+            idle = not self._q and not self._done
+        if idle and not src.connected:
+            return DOWN
+        wait = src.stall_timeout + self.grace if timeout is None else min(timeout, src.stall_timeout + self.grace)
+        try:
+            return super().latest(timeout=wait)
+        except SourceError:
+            with self._cv:
+                if self._done:
+                    raise  # the source's own error (gave up), not a wait that ran out
+            return DOWN
+
+    def close(self) -> None:
+        self.source.stop()  # type: ignore[attr-defined]
+        super().close()
+
+
+def reconnecting(source: FrameSource, *, connect_timeout: float = 10.0,
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_reconnects: int | None = None,
+                 log: Callable[[str], None] | None = None, backoff: Backoff | None = None) -> ReconnectingSource:
+    """Wrap an opened live :class:`FrameSource` so it reopens its own address (``--no-reconnect``: don't)."""
+    spec = source.spec
+    return ReconnectingSource(lambda: FrameSource(spec, connect_timeout=connect_timeout), first=source,
+                              spec=spec, stall_timeout=stall_timeout, max_reconnects=max_reconnects, log=log,
+                              backoff=backoff, yield_events=False)
