@@ -313,3 +313,17 @@ def test_frame_before_any_panel_is_503():
         assert e.value.code == 503
     finally:
         view.close()
+
+
+def test_missing_prometheus_client_is_one_line_naming_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from gmg_deploy.errors import GMGError\n"
+            "from gmg_deploy.video.live_metrics import LiveMetrics\n"
+            "try:\n    LiveMetrics()\nexcept GMGError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("--serve needs prometheus-client, which is not installed; "
+                                "run: pip install gmg-deploy[live]")
