@@ -260,6 +260,9 @@ class ReconnectingSource:
                 src = self._open()
                 if src is None:
                     return
+                if self._stop.is_set():  # stopped while connecting: this connection is never read
+                    src.close()
+                    return
         finally:
             self.connected = False
             if self._pump is not None:
