@@ -215,7 +215,10 @@ class ReconnectingSource:
             raise SourceError(f"input {self.spec} is already being read")
         epoch, lost_at, lost_reason, outage_attempts = 0, None, "", 0
         try:
-            while not self._stop.is_set():
+            while True:
+                if self._stop.is_set():  # stopped before this connection was read
+                    src.close()
+                    return
                 pump = _Pump(src, self._cv)
                 self._pump = pump
                 pump.start()
@@ -259,9 +262,6 @@ class ReconnectingSource:
                     self._say(f"note: {self.spec}: source lost after {got} frame(s): {reason}")
                 src = self._open()
                 if src is None:
-                    return
-                if self._stop.is_set():  # stopped while connecting: this connection is never read
-                    src.close()
                     return
         finally:
             self.connected = False
