@@ -129,6 +129,7 @@ class PanelSlot:
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle keep-alive or stalled client frees its thread after this many seconds
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the run's output is the report
         pass
@@ -163,8 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._mjpeg()
             else:
                 self._send(404, b"not found\n", "text/plain; charset=utf-8")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the browser went away
+        except OSError:
+            pass  # the browser went away or stalled past the timeout
 
     def _frame(self, after: int | None) -> None:
         slot = self.server.view.slot
