@@ -3,12 +3,12 @@
 The source is a short H.264 clip released at ``--fps`` as a live camera; it ends every ``--drop-every``
 seconds (the clip's length), so the :class:`ReconnectingSource` loses it and reopens it (a forced
 disconnect with backoff). The loop is the live loop the stream integration will run: newest frame
-(:class:`LatestFrameReader`, stale frames dropped), a slot reset at every new epoch, the demo model
-(torch, CPU, one thread) observing and forecasting K ahead, a panel rendered and published to the live
-view (``--serve``, polled by a client thread the whole time) and metrics recorded.
+(:class:`ReconnectingReader`: stale frames dropped, ``DOWN`` while disconnected), a slot reset at every
+new epoch, the demo model (torch, CPU, one thread) observing and forecasting K ahead, a panel rendered
+and published to the live view (polled by a client thread the whole time) and metrics recorded.
 
 Every ``--sample`` seconds: RSS, open fds, threads, frames, drops, reconnects, latency p50/p99 of the
-window. At the end, one JSON line with the samples and the drift from the first sample after warm-up.
+window. At the end, one JSON line: totals and the drift from the first sample after warm-up.
 
     python benchmarks/soak_live.py [--minutes 3] [--fps 60] [--drop-every 10] [--horizon 5]
 """
@@ -35,8 +35,8 @@ from gmg_deploy.video.live_metrics import LiveMetrics
 from gmg_deploy.video.live_view import LiveView
 from gmg_deploy.video.panel import column_labels, render_panel
 from gmg_deploy.video.preprocess import Preprocessor
-from gmg_deploy.video.reconnect import Backoff, LiveFrame, ReconnectingSource
-from gmg_deploy.video.source import FrameSource, LatestFrameReader
+from gmg_deploy.video.reconnect import DOWN, Backoff, LiveFrame, ReconnectingReader, ReconnectingSource
+from gmg_deploy.video.source import FrameSource
 
 
 def make_clip(path: Path, frames: int, fps: int) -> None:
@@ -123,12 +123,12 @@ def main() -> None:
         rs = ReconnectingSource(lambda: PacedClip(clip, args.fps), stall_timeout=5.0, yield_events=False,
                                 backoff=Backoff(initial=0.05, maximum=1.0, rng=random.Random(0)),
                                 log=lambda s: lines.append(s) if len(lines) < 50 else None)
-        reader = LatestFrameReader(rs, maxsize=2)
+        reader = ReconnectingReader(rs, maxsize=2)
         samples = []
         window: list[float] = []
         t_start = time.perf_counter()
         t_next = t_start
-        epoch, frames, resets, reported_drops = 0, 0, 0, 0
+        epoch, frames, resets, reported_drops, down_polls = 0, 0, 0, 0, 0
         try:
             while True:
                 now = time.perf_counter()
@@ -143,9 +143,13 @@ def main() -> None:
                     t_next += args.sample
                 if now - t_start >= args.minutes * 60:
                     break
-                f = reader.latest(timeout=30.0)
+                f = reader.latest()
                 if f is None:
                     break
+                if f is DOWN:  # disconnected: nothing to observe (other streams would go on)
+                    down_polls += 1
+                    halt.wait(0.01)
+                    continue
                 if isinstance(f, LiveFrame) and f.epoch != epoch:  # a new, unrelated piece of video
                     fc.reset(slots=[0])
                     epoch = f.epoch
@@ -174,7 +178,8 @@ def main() -> None:
     last = samples[-1]
     print(json.dumps({
         "minutes": args.minutes, "fps": args.fps, "drop_every_s": args.drop_every, "frames": frames,
-        "dropped": reader.dropped, "reconnects": rs.reconnects, "resets": resets, "viewer_requests": polled[0],
+        "dropped": reader.dropped, "reconnects": rs.reconnects, "resets": resets, "down_polls": down_polls,
+        "disconnected_s": round(rs.disconnected_s, 2), "viewer_requests": polled[0],
         "rss_kb_drift": last["rss_kb"] - ref["rss_kb"], "fds": sorted({s["fds"] for s in samples}),
         "threads": sorted({s["threads"] for s in samples}),
         "p99_ms_max": max((s["p99_ms"] for s in samples if s["p99_ms"] is not None), default=None),

@@ -107,13 +107,15 @@ def test_server_stopped_and_restarted_on_the_same_port_reconnects(servers):
     srv = servers()
     url = srv.url
     lines: list[str] = []
-    rs = ReconnectingSource(lambda: FrameSource(url, connect_timeout=5), stall_timeout=5,
+    rs = ReconnectingSource(lambda: FrameSource(url, connect_timeout=3), stall_timeout=3,
                             backoff=Backoff(initial=0.05, maximum=0.5, rng=random.Random(1)),
-                            max_reconnects=200, log=lines.append)
+                            max_reconnects=10, log=lambda s: (lines.append(s), print(f"{time.monotonic():.2f} {s}", flush=True)))
     before = after = 0
     events = []
     restarted = False
+    deadline = time.monotonic() + 90
     for item in rs:
+        assert time.monotonic() < deadline, lines
         if isinstance(item, ReconnectEvent):
             events.append(item)
             continue
