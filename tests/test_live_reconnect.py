@@ -150,12 +150,15 @@ def test_reader_answers_down_at_once_while_disconnected_then_frames_again(tmp_pa
     from gmg_deploy.video.reconnect import DOWN, ReconnectingReader, reconnecting
 
     clip = encode_clip(tmp_path / "c.mkv", demo_frames(3, 16, 16, True))
-    in_backoff, release = threading.Event(), threading.Event()
+    in_backoff, release, done = threading.Event(), threading.Event(), threading.Event()
 
     class _GatedBackoff(Backoff):
+        calls = 0
+
         def next_delay(self) -> float:
+            self.calls += 1
             in_backoff.set()
-            release.wait(30)  # the test decides when the source comes back
+            (release if self.calls == 1 else done).wait(30)  # the test decides when the source comes back
             return 0.0
 
     rs = reconnecting(FrameSource(str(clip)), backoff=_GatedBackoff(), max_reconnects=5,
@@ -174,7 +177,9 @@ def test_reader_answers_down_at_once_while_disconnected_then_frames_again(tmp_pa
         assert f.epoch == 1 and rs.reconnects == 1
     finally:
         release.set()
+        done.set()
         reader.close()
+    reader._thread.join(30)
     assert not reader._thread.is_alive()
 
 
