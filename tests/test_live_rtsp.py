@@ -107,9 +107,14 @@ def test_server_stopped_and_restarted_on_the_same_port_reconnects(servers):
     srv = servers()
     url = srv.url
     lines: list[str] = []
+
+    def log(line: str) -> None:  # timestamped, shown if the test fails
+        lines.append(line)
+        print(f"{time.monotonic():.2f} {line}", flush=True)
+
     rs = ReconnectingSource(lambda: FrameSource(url, connect_timeout=3), stall_timeout=3,
                             backoff=Backoff(initial=0.05, maximum=0.5, rng=random.Random(1)),
-                            max_reconnects=10, log=lambda s: (lines.append(s), print(f"{time.monotonic():.2f} {s}", flush=True)))
+                            max_reconnects=10, log=log)
     before = after = 0
     events = []
     restarted = False
@@ -135,4 +140,3 @@ def test_server_stopped_and_restarted_on_the_same_port_reconnects(servers):
     assert len(events) == 1 and events[0].epoch == 1 and rs.reconnects == 1
     assert events[0].reason.startswith(("end of stream", "decode error", "stall"))
     assert any("reconnected (#1)" in ln for ln in lines), lines
-    print("\n".join(lines))
