@@ -1,0 +1,329 @@
+"""The live view: a real headless Chromium shows the changing panel; /metrics, /healthz, MJPEG, errors."""
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from gmg_deploy.errors import InputError, ServeError
+from gmg_deploy.video.live_metrics import LiveMetrics
+from gmg_deploy.video.live_view import BOUNDARY, LiveView, parse_serve
+from gmg_deploy.video.panel import column_labels, render_panel
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DEADLINE_S = 60.0
+
+
+def _panel(seq: int) -> np.ndarray:
+    """A panel that differs strongly from one sequence number to the next (flat colours, a moving block)."""
+    cells = []
+    for c in range(3):
+        cell = np.full((32, 32, 3), (seq * 37 + c * 60) % 200 + 30, np.uint8)
+        x = (seq * 5) % 24
+        cell[8:16, x:x + 8] = (255, 40, 40)
+        cells.append(cell)
+    return render_panel([cells], column_labels(4, False))
+
+
+class _Producer(threading.Thread):
+    """Publishes a new panel and one frame of metrics every ~20 ms until stopped (a stand-in model loop)."""
+
+    def __init__(self, view: LiveView, metrics: LiveMetrics) -> None:
+        super().__init__(daemon=True)
+        self.view, self.metrics = view, metrics
+        self.panels: dict[int, np.ndarray] = {}
+        self.published = threading.Event()
+        self.halt = threading.Event()
+        self.frames = self.drops = 0
+
+    def run(self) -> None:
+        seq = 0
+        while not self.halt.is_set():
+            seq += 1
+            p = _panel(seq)
+            self.panels[seq] = p
+            self.view.publish(p)
+            self.metrics.frame("cam0", 0.004)
+            self.metrics.model_step(0.003)
+            self.frames += 1
+            if seq % 10 == 0:
+                self.metrics.dropped("cam0", 2)
+                self.drops += 2
+            self.published.set()
+            self.halt.wait(0.02)
+
+
+@pytest.fixture
+def served():
+    metrics = LiveMetrics(["cam0"])
+    view = LiveView("127.0.0.1", 0, metrics)
+    prod = _Producer(view, metrics)
+    prod.start()
+    assert prod.published.wait(10)
+    try:
+        yield view, metrics, prod
+    finally:
+        prod.halt.set()
+        prod.join(10)
+        view.close()
+
+
+def _get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+class _CDP:
+    """Chromium's DevTools protocol over ``--remote-debugging-pipe`` (fds 3/4, NUL-separated JSON)."""
+
+    def __init__(self, user_dir: str) -> None:
+        to_child_r, self._w = os.pipe()
+        self._r, from_child_w = os.pipe()
+        # above 9 (bash redirects those), so "3<&a 4>&b" cannot overwrite one end with the other
+        to_child_r, from_child_w = (self._high(fd) for fd in (to_child_r, from_child_w))
+
+        args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
+                "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                f"--user-data-dir={user_dir}", "--window-size=800,400", "about:blank"]
+        # the pipe ends become the child's fds 3 (commands in) and 4 (answers out)
+        self.proc = subprocess.Popen(
+            ["/bin/bash", "-c", f'exec "$@" 3<&{to_child_r} 4>&{from_child_w}', "bash", *args],
+            pass_fds=(to_child_r, from_child_w), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buf = b""
+        self._id = 0
+
+    @staticmethod
+    def _high(fd: int) -> int:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(fd)
+        return high
+
+    def call(self, method: str, session: str | None = None, **params):
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            while b"\0" not in self._buf:
+                assert time.monotonic() < deadline, f"no DevTools answer to {method}"
+                chunk = os.read(self._r, 1 << 20)
+                assert chunk, "chromium closed the DevTools pipe"
+                self._buf += chunk
+            raw, self._buf = self._buf.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except (AssertionError, OSError):
+            pass
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(15)
+        os.close(self._w)
+        os.close(self._r)
+
+
+def _wait_for(predicate, what: str):
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        v = predicate()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        threading.Event().wait(0.05)  # a readiness poll with a deadline
+
+
+def _best_match(shot: np.ndarray, panels: dict[int, np.ndarray]) -> tuple[int, float]:
+    errs = {s: float(np.abs(shot.astype(np.int16) - p.astype(np.int16)).mean()) for s, p in list(panels.items())}
+    seq = min(errs, key=errs.get)
+    return seq, errs[seq]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_browser_shows_the_panel_and_it_changes(served, tmp_path):
+    from PIL import Image
+
+    view, metrics, prod = served
+    cdp = _CDP(str(tmp_path / "chromium"))
+    try:
+        target = cdp.call("Target.createTarget", url=view.url)["targetId"]
+        session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+        def seen() -> int:
+            r = cdp.call("Runtime.evaluate", session, expression="typeof seen === 'undefined' ? 0 : seen")
+            return int(r["result"].get("value") or 0)
+
+        def shot() -> tuple[int, np.ndarray]:
+            s = seen()
+            png = base64.b64decode(cdp.call("Page.captureScreenshot", session, format="png")["data"])
+            return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+        first_seen = _wait_for(seen, "the page to show a panel")
+        s1, a = shot()
+        threading.Event().wait(1.0)  # two screenshots a second apart
+        _wait_for(lambda: seen() > s1 + 1, "the page to show newer panels")
+        s2, b = shot()
+        h, w = _panel(1).shape[:2]
+        rect = cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
+            "(() => {const r = document.getElementById('panel').getBoundingClientRect();"
+            " return [r.x, r.y, r.width, r.height];})()"))["result"]["value"]
+        assert rect == [0, 0, w, h]
+        cells = _wait_for(lambda: cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
+            "Array.from(document.querySelectorAll('#stats tbody td')).map((td) => td.textContent)"))
+            ["result"]["value"], "the stats table")
+    finally:
+        cdp.close()
+    pa, pb = a[:h, :w], b[:h, :w]
+    seq_a, err_a = _best_match(pa, prod.panels)
+    seq_b, err_b = _best_match(pb, prod.panels)
+    assert err_a < 6 and err_b < 6, (err_a, err_b)  # it is a published panel (JPEG-close)
+    assert seq_b > seq_a and s2 > s1 >= first_seen
+    # and it changed: the second shot is measurably not the first panel
+    stale = float(np.abs(pb.astype(np.int16) - prod.panels[seq_a].astype(np.int16)).mean())
+    assert stale > err_b + 1 and np.abs(pa.astype(np.int16) - pb.astype(np.int16)).mean() > 1
+    assert cells[0] == "cam0" and float(cells[2]) == 4.0 and int(cells[4]) > 0  # stream, p50 ms, frames
+
+
+def _parse_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_metrics_healthz_and_stats_agree_with_what_was_published(served):
+    view, metrics, prod = served
+    code, _, body = _get(view.url + "healthz")
+    assert code == 200 and body == b"ok\n"
+    metrics.reconnect("cam0")
+    metrics.error("cam0")
+    prod.halt.set()
+    prod.join(10)
+    code, headers, body = _get(view.url + "metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    m = _parse_metrics(body.decode())
+    assert m['gmg_frames_total{stream="cam0"}'] == prod.frames > 0
+    assert m['gmg_dropped_frames_total{stream="cam0"}'] == prod.drops
+    assert m['gmg_reconnects_total{stream="cam0"}'] == 1
+    assert m['gmg_errors_total{stream="cam0"}'] == 1
+    assert m['gmg_latency_ms_count{stream="cam0"}'] == prod.frames
+    assert m['gmg_latency_ms_bucket{le="5.0",stream="cam0"}'] == prod.frames  # 4 ms each
+    assert m['gmg_latency_ms_bucket{le="2.0",stream="cam0"}'] == 0
+    assert m["gmg_model_step_ms_count"] == prod.frames
+    stats = json.loads(_get(view.url + "stats.json")[2])
+    s = stats["streams"]["cam0"]
+    assert s["frames"] == prod.frames and s["dropped"] == prod.drops and s["reconnects"] == 1
+    assert s["p50_ms"] == pytest.approx(4.0) and s["p99_ms"] == pytest.approx(4.0)
+    assert stats["panels"] == max(prod.panels)
+
+
+def test_mjpeg_stream_sends_successive_panels(served):
+    from PIL import Image
+
+    view, _, prod = served
+    with socket.create_connection((view.host, view.port), timeout=10) as s:
+        s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"HTTP/1.1 200")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += f.readline()
+        assert f"boundary={BOUNDARY}".encode() in head
+        seqs = []
+        for _ in range(3):
+            assert f.readline() == f"--{BOUNDARY}\r\n".encode()
+            hdr = {}
+            while (line := f.readline()) != b"\r\n":
+                k, v = line.decode().split(":", 1)
+                hdr[k.strip()] = v.strip()
+            jpg = f.read(int(hdr["Content-Length"]))
+            f.readline()
+            im = np.asarray(Image.open(io.BytesIO(jpg)).convert("RGB"))
+            seq = int(hdr["X-Panel-Seq"])
+            assert np.abs(im.astype(np.int16) - prod.panels[seq].astype(np.int16)).mean() < 6
+            seqs.append(seq)
+        assert seqs == sorted(set(seqs))
+
+
+def test_close_ends_open_streams_and_frees_the_port():
+    metrics = LiveMetrics(["a"])
+    view = LiveView("127.0.0.1", 0, metrics)
+    view.publish(_panel(1))
+    s = socket.create_connection((view.host, view.port), timeout=10)
+    s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    f = s.makefile("rb")
+    assert f.readline().startswith(b"HTTP/1.1 200")
+    port = view.port
+    view.close()
+    rest = f.read()  # the server ends the stream: EOF, not a hang (the socket has a 10 s timeout)
+    assert isinstance(rest, bytes)
+    s.close()
+    with pytest.raises(ServeError, match="cannot listen"):
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        try:
+            LiveView("127.0.0.1", busy.getsockname()[1], metrics)
+        finally:
+            busy.close()
+    LiveView("127.0.0.1", port, metrics).close()  # the port is free again
+
+
+def test_parse_serve():
+    assert parse_serve("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_serve(":9000") == ("127.0.0.1", 9000)
+    assert parse_serve("9000") == ("127.0.0.1", 9000)
+    assert parse_serve("0.0.0.0:0") == ("0.0.0.0", 0)
+    for bad in ("host:", "x:99999", "a:b"):
+        with pytest.raises(InputError, match="--serve"):
+            parse_serve(bad)
+
+
+def test_frame_before_any_panel_is_503():
+    view = LiveView("127.0.0.1", 0, LiveMetrics())
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _get(view.url + "frame.jpg")
+        assert e.value.code == 503
+    finally:
+        view.close()
+
+
+def test_missing_prometheus_client_is_one_line_naming_the_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from gmg_deploy.errors import GMGError\n"
+            "from gmg_deploy.video.live_metrics import LiveMetrics\n"
+            "try:\n    LiveMetrics()\nexcept GMGError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("--serve needs prometheus-client, which is not installed; "
+                                "run: pip install gmg-deploy[live]")
