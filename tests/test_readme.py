@@ -299,3 +299,14 @@ def test_cli_table_matches_help():
         if extra:
             bad.append(f"{name}: the README's CLI table names {sorted(extra)}, which --help does not have")
     assert not bad, "\n".join(bad)
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    """`.ci/run` runs exactly the README's two set-up commands (install; run the tests), in that order."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    block = text.split("## Set up", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    readme = [ln.split("  #", 1)[0].strip() for ln in block.splitlines() if ln.strip()]
+    ci = [ln.strip() for ln in (root / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    assert ci == readme

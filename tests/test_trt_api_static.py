@@ -8,7 +8,7 @@ returned by a ``trt.Class(...)`` call, by a stub method with a return annotation
 This proves the names exist in TensorRT 10.13's bindings (the stubs' version); not that the calls' arguments,
 types or semantics are right, nor anything about TensorRT 11 (no 11.x stubs are published).
 
-The stubs: ``pip install --no-deps --target DIR tensorrt-stubs==10.13.0.35.1`` and ``GMG_TRT_STUBS=DIR`` (a plain
+The stubs: ``pip install --no-deps --target DIR tensorrt-stubs==10.13.0.35.1`` and ``GMG_TRT_STUBS=DIR`` (the README's set-up uses ``DIR=.trt-stubs`` in the checkout, found without the variable; a plain
 ``pip install tensorrt-stubs`` pulls the uninstallable ``tensorrt`` and leaves a ``tensorrt`` namespace
 package), or a normal install of the distribution.
 """
@@ -34,10 +34,16 @@ PARAMETERS = {"engine": "ICudaEngine", "context": "IExecutionContext", "network"
 TRT_MODULES = ("engine/trt_engine.py", "runtime/trt_backend.py", "engine/trt_import.py")
 
 
+#: Where the README's set-up command puts the stubs (`pip install --no-deps --target .trt-stubs ...`).
+REPO_STUBS = Path(__file__).resolve().parents[1] / ".trt-stubs"
+
+
 def _stubs_dir() -> Path | None:
     env = os.environ.get("GMG_TRT_STUBS")
     if env:
         return Path(env)
+    if (REPO_STUBS / "tensorrt_bindings" / "tensorrt.pyi").is_file():
+        return REPO_STUBS
     try:
         files = metadata.files("tensorrt-stubs") or []
     except metadata.PackageNotFoundError:
@@ -268,8 +274,8 @@ def check_source(api: StubAPI, source: str, where: str) -> UsageChecker:
 def api() -> StubAPI:
     root = _stubs_dir()
     if root is None or not (root / "tensorrt_bindings" / "tensorrt.pyi").is_file():
-        pytest.skip("tensorrt-stubs not found: pip install --no-deps --target DIR tensorrt-stubs==10.13.0.35.1 "
-                    "and set GMG_TRT_STUBS=DIR")
+        pytest.skip("tensorrt-stubs not found: pip install --no-deps --target .trt-stubs tensorrt-stubs==10.13.0.35.1 "
+                    "(or another DIR and GMG_TRT_STUBS=DIR)")
     return parse_stubs(root)
 
 
