@@ -91,3 +91,26 @@ def test_checkpoint_options_are_identical(cmd):
     assert opts(cmd.main) == opts(reference)
     names = {o for p in cmd.main.params for o in getattr(p, "opts", [])}
     assert "--model" in names
+
+
+def test_threads_default_is_the_runtimes_everywhere():
+    """--threads: one convention - unset/0 means ONNX Runtime's default (one per core) in every command."""
+    from gmg_deploy.cli import compare_cmd, infer_cmd, triton_cmd
+
+    for cmd in (infer_cmd, compare_cmd, calibrate_cmd):
+        (p,) = [p for p in cmd.main.params if p.name == "threads"]
+        assert p.default is None, cmd.__name__
+        assert any(q.name == "no_spin" for q in cmd.main.params), cmd.__name__
+    (p,) = [p for p in triton_cmd.main.params if p.name == "intra_op_threads"]
+    assert p.default == 0
+
+
+def test_threads_above_four_per_cpu_are_refused_in_calibrate(tmp_path, gmg_ckpt):
+    from gmg_deploy.checks import cpu_count
+
+    data = tmp_path / "d.npy"
+    np.save(data, sequences(2, 1).astype(np.float32))
+    msg = _one_error(_run(calibrate_cmd, gmg_ckpt, "--data", data, "-o", tmp_path / "r.json",
+                          "--threads", 4 * cpu_count() + 1))
+    assert "--threads" in msg and "4x" in msg
+    assert not (tmp_path / "r.json").exists()

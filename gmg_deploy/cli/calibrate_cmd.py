@@ -22,6 +22,7 @@ import numpy as np
 from gmg_deploy.cli.model_options import (CHECKPOINT_OPTIONS, CheckpointOptions, auto_gate_note, checkpoint_options,
                                           model_argument, resolve_model)
 from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_not_input, check_output_path
 
@@ -71,6 +72,7 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
                    "'none', or comma-separated node names. Stored in the ranges file.")
 @click.option("--force", is_flag=True, help="Overwrite the output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@ort_options()
 @one_line_errors
 def main(**options: Any) -> None:
     """Calibrate INT8 ranges on recurrent rollouts of the FP32 step graph."""
@@ -97,6 +99,8 @@ class CalibrateOptions:
     keep_float: str
     force: bool
     as_json: bool
+    threads: int | None = None
+    no_spin: bool = False
 
     def keep_list(self) -> str | list[str]:
         """``--keep-float``: ``"default"``, ``"none"`` or the node names."""
@@ -107,7 +111,9 @@ class CalibrateOptions:
 
 def _run(opts: CalibrateOptions) -> None:
     from gmg_deploy.precision import calibrate
+    from gmg_deploy.checks import check_threads
 
+    check_threads(opts.threads, "--threads")
     out = check_output_path(opts.output, force=opts.force)
     check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
                           "--config-file": opts.checkpoint.config_file}, "-o/--output")
@@ -120,7 +126,7 @@ def _run(opts: CalibrateOptions) -> None:
         if unknown:
             raise InputError(f"--keep-float names {unknown[0]!r}, which is not a node of the step graph")
     doc = calibrate(proto, np.asarray(frames), method=opts.method, batch_size=opts.batch_size, keep_float=keep,
-                    output=out, progress=say)
+                    output=out, progress=say, threads=opts.threads, spin=not opts.no_spin)
     _report(opts, out, doc)
 
 

@@ -49,7 +49,7 @@ _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
 @checkpoint_options
 @click.option("--check", is_flag=True, help="Exit 1 if a step exceeds the limit (SSIM drop, max |err| bound).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-@ort_options(default_threads=1)
+@ort_options()
 @one_line_errors
 def main(**options: Any) -> None:
     """Compare model CANDIDATE against model REFERENCE per forecast step."""

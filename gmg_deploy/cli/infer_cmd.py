@@ -89,7 +89,7 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
                    "which may fall outside the input range).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@ort_options(default_threads=None)
+@ort_options()
 @openvino_options
 @video_options
 @one_line_errors

@@ -1,4 +1,4 @@
-"""``--threads`` / ``--no-spin``: ONNX Runtime CPU session options shared by gmg-infer and gmg-compare."""
+"""``--threads`` / ``--no-spin``: the CPU runtime options shared by gmg-infer, gmg-compare and gmg-calibrate."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -6,8 +6,12 @@ from typing import Any, Callable
 import click
 
 
-def ort_options(default_threads: int | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``--threads N`` (intra-op threads; 0: ORT's default of one per core) and ``--no-spin``."""
+def ort_options(default_threads: int | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--threads N`` (intra-op threads; 0 or unset: the runtime's default, one per core) and ``--no-spin``.
+
+    One convention for every command that runs ONNX Runtime (gmg-infer, gmg-compare, gmg-calibrate; gmg-triton's
+    python flavour likewise): unset means the runtime's own default, as trtexec and ONNX Runtime have it.
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         fn = click.option("--no-spin", "no_spin", is_flag=True,

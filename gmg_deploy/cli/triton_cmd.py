@@ -40,8 +40,9 @@ if TYPE_CHECKING:
               help="Sequence batcher strategy.")
 @click.option("--idle-timeout", "idle_timeout_s", type=float, default=60.0, show_default=True,
               help="Seconds after which an idle stream's state is released.")
-@click.option("--threads", "intra_op_threads", type=int, default=1, show_default=True,
-              help="python flavour: ONNX Runtime threads (at most 4x the CPU count).")
+@click.option("--threads", "intra_op_threads", type=int, default=0, show_default=True,
+              help="python flavour: ONNX Runtime intra-op threads per model instance (0: ONNX Runtime's default, one "
+                   "per core, as in gmg-infer/gmg-compare; at most 4x the CPU count).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--force", is_flag=True, help="Replace an existing REPO/NAME.")
 @one_line_errors

@@ -35,13 +35,15 @@ def calibrate(
     keep_float: str | list[str] = "default",
     output: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    threads: int | None = 1,
+    spin: bool = True,
 ) -> dict[str, Any]:
     """INT8 ranges of the FP32 step graph ``step_onnx`` (path or ModelProto) over rollouts of ``frames``
     ``(N, T>=pre, C, H, W)``; written atomically to ``output`` when given. See :mod:`gmg_deploy.precision.ranges`."""
     from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 
     doc = collect_ranges(_load(step_onnx, "step graph"), frames, method=method, batch_size=batch_size,
-                         keep_float=keep_float, progress=progress)
+                         keep_float=keep_float, progress=progress, threads=threads, spin=spin)
     if output is not None:
         save_ranges(doc, output)
     return doc

@@ -143,15 +143,19 @@ def collect_ranges(
     batch_size: int = 8,
     keep_float: str | list[str] = "default",
     progress: Callable[[str], None] | None = None,
+    threads: int | None = 1,
+    spin: bool = True,
 ) -> dict[str, Any]:
     """Calibrate the FP32 step graph ``model`` (ModelProto) on ``frames`` ``(N, T>=pre, C, H, W)``.
 
     ``keep_float``: ``"default"`` (:func:`default_keep_float`), ``"none"``, or a list of node names.
+    ``threads``/``spin``: the ONNX Runtime session's (:func:`gmg_deploy.evaluate.ort_session.make_session`).
     Returns the ranges document (see the module docstring); write it with :func:`save_ranges`.
     """
     meta, frames = _check_calibration_input(model, frames, method)
     watch = _Watch(model, meta)
-    stats, amax = _observe(model, meta, frames, watch, method, batch_size, progress or (lambda s: None))
+    session = make_session(_instrument(model, watch.extra), threads=threads, spin=spin)
+    stats, amax = _observe(session, meta, frames, watch, method, batch_size, progress or (lambda s: None))
     return _ranges_document(model, meta, frames, watch, stats, amax, method, keep_float)
 
 
@@ -189,10 +193,9 @@ class _Watch:
         return {k: tensors[k] for k in self.names if k in tensors}
 
 
-def _observe(model: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, method: str, batch_size: int,
+def _observe(session: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, method: str, batch_size: int,
              say: Callable[[str], None]) -> tuple[_Stats, dict[str, float]]:
-    """Phase 3: roll the instrumented graph out (twice for histogram methods); -> (statistics, amax per tensor)."""
-    session = make_session(_instrument(model, watch.extra))
+    """Phase 3: roll the instrumented graph's ``session`` out (twice for histogram methods); -> (statistics, amax)."""
     stats = _Stats(watch.state_inputs)
     say(f"pass 1 (min/max) over {frames.shape[0]} sequences, {len(watch.names)} tensors")
     rollout(session, meta, frames, extra_outputs=watch.extra, batch_size=batch_size,

@@ -55,7 +55,7 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(params.get("intra_op_threads", "1") or 1)
+        opts.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)  # 0: one per core
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         meta = json.loads(params["gmg_deploy_metadata"])  # export.metadata.METADATA_PARAM

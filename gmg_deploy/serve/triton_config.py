@@ -32,7 +32,7 @@ class ServeOptions:
     max_streams: int = 64
     strategy: str = "oldest"
     idle_timeout_s: float = 60.0
-    intra_op_threads: int = 1
+    intra_op_threads: int = 0
 
 
 INT32_MAX = 2**31 - 1  # max_batch_size, preferred_batch_size, instance_group.count are int32 in model_config.proto
@@ -63,8 +63,9 @@ def check_options(o: ServeOptions) -> None:
                         ("--threads", o.intra_op_threads, max_threads())):
         if isinstance(v, bool) or not isinstance(v, int):
             raise InputError(f"{flag}={v!r} must be an integer")
-        if v < 1:
-            raise InputError(f"{flag}={v} must be >= 1")
+        low = 0 if flag == "--threads" else 1  # --threads 0: ONNX Runtime's default (one per core)
+        if v < low:
+            raise InputError(f"{flag}={v} must be >= {low}")
         if v > hi:
             why = f"4x this machine's {hi // 4} CPUs" if flag == "--threads" else "a Triton int32 field"
             raise InputError(f"{flag}={v} is above {hi} ({why}); give a smaller value")
