@@ -62,8 +62,9 @@ def test_all_metrics_and_errors():
     r = np.random.default_rng(1)
     p, t = r.random((2, 3, 1, 16, 16)), r.random((2, 3, 1, 16, 16))
     m = all_metrics(p, t, [0.3, 0.5])
-    assert sorted(m) == ["csi@0.3", "csi@0.5", "mae", "mse", "psnr", "ssim"]
+    assert sorted(m) == ["csi@0.3", "csi@0.5", "mae", "mae_pixel_sum", "mse", "mse_pixel_sum", "psnr", "ssim"]
     assert m["mse"] == pytest.approx(np.mean(np.sum((p - t) ** 2, axis=(2, 3, 4))))
+    assert m["mse_pixel_sum"] == m["mse"] and m["mae_pixel_sum"] == m["mae"]  # the flavour named; old keys kept
     with pytest.raises(InputError, match=r"one shape \(N,T,C,H,W\)"):
         mse(p, t[:, :2])
     with pytest.raises(InputError, match="at least 7x7"):

@@ -225,13 +225,13 @@ def metrics_table(summary: dict[str, Any]) -> str:
         f"Held-out synthetic sequences: {summary['sequences']}; forecast {len(m['mse_per_step'])} frames "
         "(OpenSTL metrics: MSE/MAE summed over pixels, SSIM per frame)",
         "",
-        "| forecast | MSE | MAE | SSIM | PSNR |",
+        "| forecast | MSE (sum over pixels) | MAE (sum over pixels) | SSIM | PSNR |",
         "|---|---|---|---|---|",
         f"| GMG demo model (ONNX Runtime, streaming) | {m['mse']:.2f} | {m['mae']:.2f} | {m['ssim']:.4f} | {m['psnr']:.2f} |",
         f"| copy last observed frame | {b['mse']:.2f} | {b['mae']:.2f} | {b['ssim']:.4f} | {b['psnr']:.2f} |",
         f"| ratio model / copy-last | {m['mse'] / b['mse']:.3f} | {m['mae'] / b['mae']:.3f} | | |",
         "",
-        "| step | MSE model | MSE copy-last | SSIM model | SSIM copy-last |",
+        "| step | MSE (sum over pixels) model | MSE (sum over pixels) copy-last | SSIM model | SSIM copy-last |",
         "|---|---|---|---|---|",
     ]
     for k in range(len(m["mse_per_step"])):

@@ -124,7 +124,8 @@ def main(**options: Any) -> None:
         click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
                    f"-> {summary['gif']}")
     for k, v in (summary.get("metrics") or {}).items():
-        click.echo(f"{k:>10s}: {v:.6g}")
+        if k not in ("mse", "mae"):  # their named forms, mse_pixel_sum/mae_pixel_sum, are printed
+            click.echo(f"{k:>13s}: {v:.6g}")
 
 
 def _run_arrays(opts: InferOptions) -> dict[str, Any]:

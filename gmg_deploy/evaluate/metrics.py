@@ -85,9 +85,16 @@ def csi(pred: np.ndarray, true: np.ndarray, threshold: float) -> float:
     return float(hits / denom) if denom else float("nan")
 
 
+#: The flavour of MSE/MAE these metrics report, in every key that names it (``mse`` stays as the old alias).
+PIXEL_SUM = {"mse": "mse_pixel_sum", "mae": "mae_pixel_sum"}
+
+
 def all_metrics(pred: np.ndarray, true: np.ndarray, csi_thresholds: Sequence[float] = ()) -> dict[str, float]:
-    """``{"mse", "mae", "ssim", "psnr", "csi@<t>"...}`` as OpenSTL reports them."""
-    out = {"mse": mse(pred, true), "mae": mae(pred, true), "ssim": ssim(pred, true), "psnr": psnr(pred, true)}
+    """``{"mse_pixel_sum", "mae_pixel_sum", "ssim", "psnr", "csi@<t>"...}`` as OpenSTL reports them (MSE/MAE
+    summed over C,H,W; ``mse``/``mae`` are the same values under their old names)."""
+    out = {"mse_pixel_sum": mse(pred, true), "mae_pixel_sum": mae(pred, true), "ssim": ssim(pred, true),
+           "psnr": psnr(pred, true)}
+    out.update({old: out[new] for old, new in PIXEL_SUM.items()})
     for thr in csi_thresholds:
         out[f"csi@{thr:g}"] = csi(pred, true, thr)
     return out
@@ -108,4 +115,6 @@ def per_step_report(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
         v = fn(pred, true)
         out[name] = float(v.mean())
         out[f"{name}_per_step"] = [float(x) for x in v]
+        if name in PIXEL_SUM:  # the named flavour beside the old key
+            out[PIXEL_SUM[name]], out[f"{PIXEL_SUM[name]}_per_step"] = out[name], out[f"{name}_per_step"]
     return out
