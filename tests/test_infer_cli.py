@@ -156,4 +156,6 @@ def test_infer_options_gather_every_click_option():
     covered = ({f.name for f in dataclasses.fields(InferOptions)} - {"engine", "video", "inputs"}
                | {f.name for f in dataclasses.fields(EngineOptions)} | {f.name for f in dataclasses.fields(VideoOptions)}
                | {"input_path"})
+    # MODEL, --model and --engine (cli/model_options.model_argument) are gathered into EngineOptions.engine
+    covered = covered - {"engine"} | {"model__arg", "model__model", "model__engine"}
     assert set(ctx.params) == covered

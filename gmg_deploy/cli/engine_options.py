@@ -19,6 +19,10 @@ class EngineOptions:
     config_file: str | None = None
     trust_checkpoint: bool = False
     warp_gate: str = "auto"
+    in_shape: str | None = None
+    arch: str | None = None
+    pre: int | None = None  # also the run's --pre/--aft (InferOptions); a bare state dict's config needs them
+    aft: int | None = None
     threads: int | None = None
     no_spin: bool = False
     precision_hint: str | None = None
@@ -42,12 +46,17 @@ class EngineOptions:
         dev = self.device or ("cuda" if kind == "tensorrt" else "cpu")
         kwargs: dict[str, Any] = {}
         if kind == "torch":
+            from gmg_deploy.cli.common import parse_in_shape
+
             kwargs = {"trust_checkpoint": self.trust_checkpoint, "warp_gate": self.warp_gate}
-            if self.config_file:
-                kwargs["config_file"] = self.config_file
-        elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto":
-            raise InputError("--config-file/--trust-checkpoint/--warp-gate apply to checkpoints (.ckpt/.pth) only; "
-                             "an exported graph or engine carries its warp-gate layout")
+            bare = self.config_file is not None  # a bare state dict: its config also needs pre/aft
+            kwargs.update({k: v for k, v in (("config_file", self.config_file), ("in_shape", parse_in_shape(self.in_shape)),
+                                             ("arch", self.arch), ("pre_seq_length", self.pre if bare else None),
+                                             ("aft_seq_length", self.aft if bare else None)) if v})
+        elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto" or self.in_shape or self.arch:
+            raise InputError("--config-file/--trust-checkpoint/--warp-gate/--in-shape/--arch apply to checkpoints "
+                             "(.ckpt/.pth) only; an exported graph or engine carries its configuration and warp-gate "
+                             "layout")
         if kind == "onnxruntime":
             kwargs = {"threads": self.threads, "spin": not self.no_spin}
         elif kind == "openvino":

@@ -11,7 +11,7 @@ import numpy as np
 
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.cli.openvino_options import OV_ONLY_DEVICES, openvino_options
-from gmg_deploy.cli.model_options import warp_gate_option
+from gmg_deploy.cli.model_options import checkpoint_options, model_argument
 from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.cli.infer_options import InferOptions, VideoOptions  # noqa: F401 - VideoOptions re-exported
@@ -58,14 +58,12 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--engine", "engine", required=True, metavar="PATH",
-              help="Model: TensorRT engine (.plan/.engine), ONNX step graph (.onnx) or checkpoint (.ckpt/.pth).")
+@model_argument("--engine", help="Model: TensorRT engine (.plan/.engine), ONNX step or forecast graph (.onnx), "
+                                 "checkpoint (.ckpt/.pth) or triton://HOST:PORT/NAME")
 @click.option("--input", "input_path", required=True, multiple=True, metavar="FRAMES|VIDEO",
               help=".npy/.npz (N,T,C,H,W) or (N,T,H,W), or a folder of PNG frames (one sequence, sorted by name); "
                    "uint8 data is scaled by 1/255. Or a video (.mp4 .mkv .avi .mov .webm), an rtsp:// or "
                    "http(s):// URL, a camera /dev/videoN: repeat --input for several streams in one batch.")
-@click.option("--pre", type=click.IntRange(min=1), default=None, help="Observed frames [model's pre_seq_length].")
-@click.option("--aft", type=click.IntRange(min=1), default=None, help="Predicted frames [model's aft_seq_length].")
 @click.option("--out", "out", default=None, metavar="PREDS.npy",
               help="Predictions (N,aft,C,H,W) float32 .npy (required for array input). Video: (frames,K,C,H,W) in "
                    "model units (.npz with one array per input for several inputs).")
@@ -79,11 +77,9 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
               default="auto", show_default=True, help="auto: by file type; openvino: an .onnx graph on OpenVINO.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", *OV_ONLY_DEVICES], case_sensitive=False), default=None,
               help="[cuda for TensorRT, else cpu]; gpu/npu/auto: OpenVINO devices (--backend openvino).")
-@click.option("--config-file", default=None, help="OpenSTL config for a bare .pth state dict (torch backend).")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint that needs arbitrary unpickling.")
 @click.option("--timeout", type=float, default=None, metavar="S",
               help="triton:// engines: seconds each request (and the closing END) may take [60].")
-@warp_gate_option
+@checkpoint_options
 @click.option("--clip", is_flag=True,
               help="Clip predictions to [0, 1] before saving and scoring (default: as the model outputs them, "
                    "which may fall outside the input range).")

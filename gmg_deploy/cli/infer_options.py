@@ -44,6 +44,12 @@ class InferOptions:
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
+        if "engine" not in options:  # MODEL, --model or --engine: one model path
+            from gmg_deploy.cli.model_options import resolve_model
+
+            options = dict(options)
+            options["engine"] = resolve_model(options, missing="give the model as the first argument (MODEL), or "
+                                                              "with --model/--engine PATH")
         own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
         return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
                    inputs=tuple(options["input_path"]), **own)
