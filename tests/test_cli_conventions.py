@@ -79,8 +79,15 @@ def test_bare_state_dict_options_are_the_same_in_export_and_calibrate(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["steps_per_sequence"] == 7
 
 
-@pytest.mark.parametrize("cmd", [export_cmd, calibrate_cmd])
-def test_checkpoint_options_are_identical(cmd):
+def _cmd(name):
+    import importlib
+
+    return importlib.import_module(f"gmg_deploy.cli.{name}_cmd")
+
+
+@pytest.mark.parametrize("name", ["export", "calibrate", "infer", "compare", "build"])
+def test_checkpoint_options_are_identical(name):
+    cmd = _cmd(name)
     """Every command that accepts a checkpoint has the whole set of checkpoint options, with the same help."""
     from gmg_deploy.cli.export_cmd import main as reference
 
@@ -89,8 +96,17 @@ def test_checkpoint_options_are_identical(cmd):
 
     assert set(opts(cmd.main)) == set(CHECKPOINT_OPTIONS)
     assert opts(cmd.main) == opts(reference)
-    names = {o for p in cmd.main.params for o in getattr(p, "opts", [])}
+
+
+@pytest.mark.parametrize("name", ["export", "calibrate", "infer", "build", "triton"])
+def test_every_model_command_takes_model_positionally_or_as_model(name):
+    """One spelling: MODEL (positional) or --model; the old spellings stay as aliases."""
+    import click
+
+    cmd = _cmd(name).main
+    names = {o for p in cmd.params for o in getattr(p, "opts", [])}
     assert "--model" in names
+    assert any(isinstance(p, click.Argument) and p.name == "model__arg" for p in cmd.params)
 
 
 def test_threads_default_is_the_runtimes_everywhere():

@@ -23,11 +23,11 @@ from typing import Any, Iterable
 import click
 
 from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
-from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
+from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options, model_argument, resolve_model
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(dir_okay=False))
+@model_argument(help="ONNX graph exported by gmg-export (FP32, FP16 or INT8 --target tensorrt)")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Engine file (.plan) to write.")
 @click.option("--min-batch", type=int, default=None,
               help="Optimization profile: smallest batch (dynamic-batch graphs; default 1).")
@@ -53,6 +53,7 @@ from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 @one_line_errors
 def main(**options: Any) -> None:
     """Build a TensorRT engine from MODEL (an ONNX graph exported by gmg-export)."""
+    options["model"] = resolve_model(options)
     fields = set(BuildOptions.__dataclass_fields__)
     _run(BuildOptions(**{k: v for k, v in options.items() if k in fields},
                       checkpoint=CheckpointOptions.from_click(options)))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
+from gmg_deploy.cli.model_options import model_argument
 from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 
 if TYPE_CHECKING:
@@ -24,8 +25,7 @@ if TYPE_CHECKING:
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "model", required=True, metavar="FORECAST.onnx|MODEL.plan",
-              help="Forecast graph (gmg-export --graph forecast) or a TensorRT engine built from one (gmg-build).")
+@model_argument(help="Forecast graph (gmg-export --graph forecast) or a TensorRT engine built from one (gmg-build)")
 @click.option("-o", "--output", "repo", required=True, metavar="REPO", help="Model repository folder (created).")
 @click.option("--name", default="gmg", show_default=True, help="Model name (folder in REPO).")
 @click.option("--flavour", type=click.Choice(["implicit", "python"]), default="implicit", show_default=True,
@@ -71,8 +71,12 @@ class TritonOptions:
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "TritonOptions":
+        from gmg_deploy.cli.model_options import resolve_model
         from gmg_deploy.serve.triton_config import ServeOptions
 
+        if "model" not in options:  # MODEL or --model
+            options = dict(options)
+            options["model"] = resolve_model(options)
         own = {k: v for k, v in fields_of(cls, options).items() if k != "serve"}
         return cls(serve=ServeOptions(**fields_of(ServeOptions, options)), **own)
 
