@@ -126,9 +126,9 @@ def test_stalled_live_source_ends_with_partial_outputs(tmp_path, video_onnx_path
     out = tmp_path / "p.npy"
     try:
         p = subprocess.run(INFER + ["--engine", str(video_onnx_path), "--input", srv.url, mode, "--horizon", "2",
-                                    "--out", str(out), "--json", "--quiet", "--connect-timeout", "1"],
+                                    "--out", str(out), "--json", "--quiet", "--connect-timeout", "3"],
                            capture_output=True, text=True, timeout=120)
-        assert srv.sent.is_set()
+        assert srv.sent.is_set(), p.stderr  # (3 s: a loaded 2-core machine can take over 1 s to connect and probe)
     finally:
         srv.stop()
     assert p.returncode == 2, p.stderr
@@ -136,7 +136,7 @@ def test_stalled_live_source_ends_with_partial_outputs(tmp_path, video_onnx_path
     errs = _error_lines(p.stderr)
     assert len(errs) == 1 and srv.url in errs[0] and "Traceback" not in p.stderr, p.stderr
     # PyAV's read timeout (or, with --realtime, the wait for the decode thread's next frame) ended the stall
-    assert re.search(r"stalled after \d+ frame\(s\): nothing arrived for 1 s|delivered no frame for 1 s", errs[0])
+    assert re.search(r"stalled after \d+ frame\(s\): nothing arrived for 3 s|delivered no frame for 3 s", errs[0])
     assert rep["partial"] and rep["frames"] > 0 and f"the outputs hold the {rep['frames']} frame(s)" in p.stderr
     assert np.load(out).shape == (rep["frames"], 2, 1, 16, 16)
     assert not list(tmp_path.glob(".*.tmp"))
