@@ -259,3 +259,38 @@ def test_batch_over_the_memory_budget_is_refused_before_compiling(graphs, monkey
     monkeypatch.setenv("GMG_MEMORY_BUDGET_MB", "0.01")
     with pytest.raises(InputError, match="over the budget"):
         Forecaster.open(graphs["gmg_tiny"][0], backend="openvino", batch_size=64)
+
+
+@pytest.mark.parametrize("variant", ["bf16", "int8_trt"])
+def test_gmg_compare_checks_the_openvino_candidate(demo, variant, tmp_path):
+    """`gmg-compare FP32.onnx CANDIDATE --candidate-backend openvino --check` on the demo: bf16 (precision hint,
+    the 0.002 limit) and our INT8 graph (0.01) pass, per forecast step, through the runtime."""
+    import json
+
+    from click.testing import CliRunner
+
+    from gmg_deploy.cli.compare_cmd import main as compare
+
+    p32, p8, x = demo
+    data = tmp_path / "test.npy"
+    np.save(data, x)
+    if variant == "bf16":
+        fc = Forecaster.open(p32, backend="openvino", batch_size=1)
+        if "BF16" not in fc.backend.device_capabilities():
+            pytest.skip("this CPU has no bf16")
+        cand, extra = p32, ["--precision-hint", "bf16"]
+    else:
+        cand, extra = p8.with_name("int8_trt.onnx"), []
+    r = CliRunner().invoke(compare, [str(p32), str(cand), "--data", str(data), "--candidate-backend", "openvino",
+                                     *extra, "--check", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["passed"] is True and res["limit"] == (0.002 if variant == "bf16" else 0.01)
+    assert res["extra"]["rollout"] == "runtime"
+
+
+def test_compare_backends_are_the_runtimes():
+    from gmg_deploy.cli.compare_cmd import BACKEND_CHOICES
+    from gmg_deploy.runtime.forecaster import BACKENDS
+
+    assert set(BACKEND_CHOICES) == set(BACKENDS)

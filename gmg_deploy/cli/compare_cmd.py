@@ -25,7 +25,7 @@ from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 from gmg_deploy.cli.ort_options import ort_options
 
 #: ``--*-backend`` choices (Forecaster.open's backends).
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt", "triton")
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt", "triton", "openvino")
 _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
 
 
@@ -46,6 +46,9 @@ _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
               help="SSIM-drop limit per step (default by CANDIDATE's precision: fp16 0.002, int8 0.01, fp32 1e-6).")
 @click.option("--max-abs-limit", type=float, default=None,
               help="Bound on max |B - A| per step (default: 1e-4 for an FP32 candidate, none otherwise).")
+@click.option("--precision-hint", "precision_hint", type=click.Choice(["f32", "bf16", "f16"]), default=None,
+              help="OpenVINO sides (--*-backend openvino): INFERENCE_PRECISION_HINT; bf16/f16 score against the "
+                   "FP16/BF16 limit (0.002).")
 @checkpoint_options
 @click.option("--check", is_flag=True, help="Exit 1 if a step exceeds the limit (SSIM drop, max |err| bound).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
@@ -77,6 +80,7 @@ class CompareOptions:
     threads: int | None
     no_spin: bool
     checkpoint: CheckpointOptions
+    precision_hint: str | None = None
 
 
 def _is_checkpoint(path: str, backend: str) -> bool:
@@ -93,6 +97,8 @@ def side_of(path: str, backend: str, opts: CompareOptions) -> Any:
             and p.is_file():
         backend = "onnxruntime"  # gmg-compare's historic input: say "not a readable ONNX model" if it is not
     options = opts.checkpoint.load_kwargs() if _is_checkpoint(path, backend) else {}
+    if opts.precision_hint is not None and backend == "openvino":
+        options["precision_hint"] = opts.precision_hint
     return Side(path, backend, emulate=not opts.no_emulate, options=options)
 
 
@@ -117,6 +123,11 @@ def _run(opts: CompareOptions) -> None:
 
     check_threads(opts.threads, "--threads")
     _refuse_unused_checkpoint_options(opts)
+    if opts.precision_hint is not None and "openvino" not in (opts.reference_backend, opts.candidate_backend):
+        from gmg_deploy.errors import InputError
+
+        raise InputError("--precision-hint applies to an OpenVINO side; add --candidate-backend openvino "
+                         "(or --reference-backend openvino)")
     frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
     cmp = compare_models(side_of(opts.reference, opts.reference_backend, opts),
                          side_of(opts.candidate, opts.candidate_backend, opts), frames,

@@ -45,6 +45,15 @@ class Side:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def effective_precision(meta: dict[str, Any], side: Side) -> str:
+    """The precision a side computes in: its graph's, or FP16-class for an FP32 graph that OpenVINO runs with a
+    ``bf16``/``f16`` precision hint (the FP16/BF16 limit, 0.002, applies then)."""
+    precision = meta.get("precision", "fp32")
+    if precision == "fp32" and side.options.get("precision_hint") in ("bf16", "f16"):
+        return "fp16"
+    return precision
+
+
 def side_kind(side: Side, what: str) -> str:
     """The backend ``side`` runs on; a missing file is one "not found" line naming ``what``."""
     if not str(side.path).startswith("triton://") and not Path(side.path).exists():
@@ -119,7 +128,7 @@ def compare_models(
         b = forecast_sequences(fcs[1], frames, aft)
         truth = frames[:, pre : pre + aft] if frames.shape[1] >= pre + aft else None
         extra.update(warp_gate=gate, rollout="runtime")
-        return score_forecasts(a, b, truth, precision=fcs[1].metadata.get("precision", "fp32"), names=names,
+        return score_forecasts(a, b, truth, precision=effective_precision(fcs[1].metadata, cand), names=names,
                                limit=limit, max_abs_limit=max_abs_limit, extra=extra)
 
 
