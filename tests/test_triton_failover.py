@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_lightning_ckpt
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install gmg-deploy[serve])")
@@ -120,7 +119,6 @@ def test_failover_replays_and_equals_a_local_reset_replay(fo_repo, tmp_path):
         be = remote.backend
         assert sorted(be.server_of) == sorted([f"127.0.0.1:{a.grpc}", f"127.0.0.1:{b.grpc}"])  # one stream each
         on_a = be.server_of.index(f"127.0.0.1:{a.grpc}")
-        on_b = 1 - on_a
         refs = [_local(fc_path), _local(fc_path)]  # per slot, reset + replay at each failover
         errs: list[float] = []
 
@@ -194,7 +192,7 @@ def test_a_dead_replica_at_open_is_skipped_and_infer_counts_failovers(fo_repo, o
     url = f"triton://127.0.0.1:{dead},127.0.0.1:{one_server.grpc}/gmg"
     with Forecaster.open(url, batch_size=3) as fc:
         assert fc.backend.server_of == [f"127.0.0.1:{one_server.grpc}"] * 3
-        assert "127.0.0.1:%d" % dead in fc.backend.pool.failed
+        assert f"127.0.0.1:{dead}" in fc.backend.pool.failed
     data = tmp_path / "x.npy"
     np.save(data, np.random.default_rng(2).random((2, 8, 1, 16, 16), dtype=np.float32))
     r = CliRunner().invoke(infer, ["--engine", url, "--input", str(data), "--out", str(tmp_path / "o.npy"),
@@ -250,7 +248,7 @@ def test_backlog_beyond_the_candidate_slots_is_served_in_turn_and_clients_stay_a
         try:
             with Forecaster.open(url, batch_size=1, timeout=120) as fc:
                 outs[i] = [(fc.observe(frames[i : i + 1, t]), fc.forecast(4)) for t in range(4)]
-        except BaseException as e:  # reported by the main thread
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
             failures.append(e)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
