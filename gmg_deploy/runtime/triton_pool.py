@@ -79,13 +79,14 @@ class ServerPool:
                 n = len(self.addresses)
                 order = sorted(cands, key=lambda a: (_LOAD.get(a, 0), (self.addresses.index(a) - _LAST[0]) % n))
                 best = order[0]
+                _LOAD[best] = _LOAD.get(best, 0) + 1  # reserved now: streams opening at once spread out
+                _LAST[0] = self.addresses.index(best) + 1
             why = self.check(best)
             if why is None:
-                with _LOCK:
-                    _LOAD[best] = _LOAD.get(best, 0) + 1
-                    _LAST[0] = self.addresses.index(best) + 1
                 self._mine[best] += 1
                 return best
+            with _LOCK:
+                _LOAD[best] = max(0, _LOAD.get(best, 0) - 1)
             self.failed[best] = why
             exclude.add(best)
 
