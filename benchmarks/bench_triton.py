@@ -152,14 +152,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads in the server (and local run)")
     ap.add_argument("--instances", type=int, default=1)
     ap.add_argument("--servers", type=int, default=1, help="gmg-serve replicas behind one URL list")
-    ap.add_argument("--kill-at", type=int, default=None, help="SIGKILL the first server after this many frames")
+    ap.add_argument("--kill-at", type=int, default=None, help="SIGKILL the first server after this many frames "
+                    "(--replay-cost: the switch frame [105])")
     ap.add_argument("--replay", type=int, default=None, help="failover replay window (frames) [the model's pre]")
     ap.add_argument("--timeout", type=float, default=30.0, help="client timeout per request (s)")
     ap.add_argument("--replay-cost", action="store_true", help="only the local replay-window measurement")
     ap.add_argument("--json", dest="json_out", default=None, help="also write the results here")
     a = ap.parse_args()
     if a.replay_cost:
-        res = replay_cost([1, 2, 5, 10, 20, 40], streams=a.streams, switch=100, after=10, threads=a.threads)
+        res = replay_cost([1, 2, 5, 10, 20, 40], streams=a.streams, switch=a.kill_at or 105, after=10,
+                          threads=a.threads)  # 105: mid-sequence (the demo sequences are 20 frames)
         text = json.dumps(res, indent=1)
         print(text)
         if a.json_out:
