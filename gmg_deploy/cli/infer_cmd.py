@@ -116,6 +116,10 @@ def main(**options: Any) -> None:
     lo, hi = summary["range"]
     click.echo(f"predictions -> {summary['out']} (values {lo:.3g}..{hi:.3g}, "
                f"{'clipped to [0, 1]' if summary['clipped'] else 'not clipped; --clip clips them to [0, 1]'})")
+    if summary.get("failovers"):
+        fo = summary["failovers"]
+        click.echo(f"failovers: {len(fo)} (replayed {sum(f['replayed'] for f in fo)} frames, "
+                   f"{max(f['detect_s'] + f['seconds'] for f in fo):.2f} s at most each)")
     if summary.get("gif"):
         click.echo(f"gif ({summary['gif_frames']} frames, {summary['gif_size'][0]}x{summary['gif_size'][1]}) "
                    f"-> {summary['gif']}")
@@ -169,6 +173,8 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
         "out": str(out_path), "shape": list(preds.shape), "clipped": bool(clip),
         "range": [float(preds.min()), float(preds.max())],
     }
+    if getattr(fc.backend, "failovers", None) is not None:  # triton://: streams moved to another server
+        summary["failovers"] = list(fc.backend.failovers)
     if opts.metrics:
         summary["metrics"] = all_metrics(preds, truth, thresholds)
     atomic_save_npy(out_path, preds)

@@ -57,6 +57,10 @@ def main(**options: Any) -> None:
         return
     click.echo(f"wrote {entry.path} ({entry.platform}, max_batch_size {entry.max_batch}, horizon {entry.horizon}, "
                f"{entry.states} state tensors); serve it with: gmg-serve {opts.repo}")
+    r = opts.repo
+    click.echo(f"replicas (failover): gmg-serve {r} --grpc-port 8001 --http-port 8000 --metrics-port 8002 & "
+               f"gmg-serve {r} --grpc-port 8011 --http-port 8010 --metrics-port 8012 & then "
+               f"--engine triton://127.0.0.1:8001,127.0.0.1:8011/{opts.serve.name}")
 
 
 @dataclass(frozen=True)

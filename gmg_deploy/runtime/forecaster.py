@@ -116,7 +116,8 @@ class Forecaster:
         the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
         ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
         ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
-        bounding the END requests of :meth:`close`); for ``openvino`` (an .onnx graph, ``device``
+        bounding the END requests of :meth:`close`) and ``replay`` (frames per slot replayed on a failover,
+        default ``pre``; ``triton://H1:P1,H2:P2/NAME`` lists replicas: sticky routing, failover); for ``openvino`` (an .onnx graph, ``device``
         ``CPU``/``GPU``/``NPU``/``AUTO``) ``precision_hint``/``threads``/``cache_dir``.
         """
         kind = pick_backend(path, backend)
