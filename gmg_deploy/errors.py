@@ -1,6 +1,8 @@
 """User-facing error types: each carries one line saying what is wrong, where, and what to do."""
 from __future__ import annotations
 
+import re
+
 
 class GMGError(Exception):
     """Base class for errors caused by user input (bad files, bad options, bad shapes).
@@ -55,3 +57,10 @@ class SourceError(InputError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C so every "keep what was processed" path runs; exit 143."""
+
+
+def error_reason(e: BaseException, limit: int = 160) -> str:
+    """An exception's message on one line, at most ``limit`` characters, without C++ source locations."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    text = re.sub(r"\S+\.(?:h|hpp|cc|cpp|cu):\d+\s+(?:\S+::\S+\(.*?\)\s+)?", "", str(text))
+    return " ".join(text.split())[:limit]

@@ -399,3 +399,20 @@ def test_output_that_is_an_input_refused_everywhere(tmp_path, video_onnx_path, c
     with pytest.raises(OutputError, match="is the input --input"):  # a file inside an input folder of frames
         check_not_input(tmp_path / "f.npy", {"--input": tmp_path})
     check_not_input(tmp_path / "new.npy", {"--input": tmp_path / "f.npy", "--url": "http://127.0.0.1:1/x"})
+
+
+def test_array_run_keeps_the_finished_sequences_when_the_engine_fails(tmp_path, video_onnx_path):
+    """The array path too: an engine that fails after some sequences (e.g. no Triton server left) keeps the
+    forecasts of the finished ones in --out, says `partial`, and ends in one error line, exit 2."""
+    bad = _failing_graph(video_onnx_path, tmp_path / "fails.onnx", 1.5)
+    data = np.zeros((3, 8, 1, 16, 16), np.float32)
+    data[2] = 1.8  # the third sequence makes the engine fail
+    np.save(tmp_path / "d.npy", data)
+    out = tmp_path / "p.npy"
+    r = _run(["--engine", bad, "--input", tmp_path / "d.npy", "--out", out, "--batch-size", 1])
+    assert r.exit_code == 2, r.output
+    errs = _error_lines(r.stderr)
+    assert len(errs) == 1 and "engine failed" in errs[0], r.stderr
+    assert "partial: the engine failed;" in r.stderr and "holds the 2 sequence(s)" in r.stderr
+    assert np.load(out).shape == (2, 4, 1, 16, 16)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -16,7 +16,7 @@ from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 from gmg_deploy.checks import check_finite_frames
 from gmg_deploy.cli.infer_options import InferOptions, VideoOptions  # noqa: F401 - VideoOptions re-exported
 from gmg_deploy.cli.infer_video import check_array_call, video_main, video_options
-from gmg_deploy.errors import InputError
+from gmg_deploy.errors import GMGError, InputError
 from gmg_deploy.io import atomic_save_npy, check_not_input, check_output_path
 from gmg_deploy.video.kinds import is_video_input
 
@@ -30,16 +30,27 @@ def _parse_thresholds(text: str | None) -> list[float]:
         raise InputError(f"--csi-thresholds {text!r} is not a comma-separated list of numbers (e.g. 0.3,0.5)") from None
 
 
+class PartialRun(Exception):
+    """The array run stopped early (the engine failed, e.g. no Triton server left, or a signal): ``done`` holds
+    the forecasts of the sequences finished before ``cause``."""
+
+    def __init__(self, done: np.ndarray, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.done, self.cause = done, cause
+
+
 def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress: bool = False) -> np.ndarray:
     """Forecast every sequence of ``frames`` ``(N,T,C,H,W)`` in chunks of ``fc.batch_size`` -> ``(N,aft,C,H,W)``.
 
     Each chunk starts from a reset state, observes ``pre`` frames, then forecasts ``aft``; a short last
-    chunk is padded with copies of its last sequence (their outputs are dropped).
+    chunk is padded with copies of its last sequence (their outputs are dropped). An engine error or a signal
+    after some chunks raises :class:`PartialRun` with the finished sequences' forecasts.
     """
     N, B = frames.shape[0], fc.batch_size
     out = np.empty((N, aft) + frames.shape[2:], dtype=np.float32)
     starts = range(0, N, B)
     bar = click.progressbar(length=N, label="sequences", file=sys.stderr) if show_progress else None
+    done = 0
     try:
         for s in starts:
             chunk = np.array(frames[s : s + B, :pre], dtype=np.float32)  # a copy: frames may be memory-mapped
@@ -49,8 +60,21 @@ def run_inference(fc: Any, frames: np.ndarray, pre: int, aft: int, show_progress
             fc.reset()
             fc.observe(chunk)
             out[s : s + n] = fc.forecast(aft)[:n]
+            done = s + n
             if bar is not None:
                 bar.update(n)
+    except (GMGError, KeyboardInterrupt) as e:
+        if done == 0:
+            raise
+        raise PartialRun(out[:done], e) from None
+    except Exception as e:  # the engine failed (a runtime error): one line, keeping the finished sequences
+        from gmg_deploy.errors import error_reason
+
+        err = GMGError(f"the {fc.backend_name} engine failed on sequence {done + 1} ({error_reason(e, 300)}); "
+                       "the run stopped there")
+        if done == 0:
+            raise err from None
+        raise PartialRun(out[:done], err) from None
     finally:
         if bar is not None:
             bar.render_finish()
@@ -158,7 +182,11 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
         raise InputError(f"--metrics needs ground truth: input has T={T} frames, pre+aft={pre + aft}; "
                          "give longer sequences or drop --metrics")
     t0 = time.perf_counter()
-    preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
+    try:
+        preds = run_inference(fc, frames, pre, aft, show_progress=sys.stderr.isatty())
+    except PartialRun as p:  # keep what was processed, then the one error line / signal status
+        _save_partial(p, out_path, clip)
+        raise p.cause from None
     seconds = time.perf_counter() - t0
     check_finite_frames(preds, f"predictions of {engine}", "check the model's weights and precision")
     if clip:
@@ -182,6 +210,18 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
         count, size = write_strip_gif(gif_path, frames[0, :pre], preds[0], None if truth is None else truth[0])
         summary.update(gif=str(gif_path), gif_frames=count, gif_size=list(size))
     return summary
+
+
+def _save_partial(p: PartialRun, out_path: Any, clip: bool) -> None:
+    """Write the forecasts of the sequences finished before the run stopped, and say so on one line."""
+    from gmg_deploy.cli.signals import message_of
+
+    preds = p.done
+    if clip:
+        np.clip(preds, 0.0, 1.0, out=preds)
+    atomic_save_npy(out_path, preds)
+    why = message_of(p.cause) if isinstance(p.cause, KeyboardInterrupt) else "the engine failed"
+    click.echo(f"partial: {why}; {out_path} holds the {preds.shape[0]} sequence(s) finished before it", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

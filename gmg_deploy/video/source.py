@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from gmg_deploy.checks import check_timeout
-from gmg_deploy.errors import InputError, SourceError
+from gmg_deploy.errors import InputError, SourceError, error_reason  # noqa: F401 (error_reason: its old home)
 from gmg_deploy.video.avlib import require_av
 from gmg_deploy.video.kinds import source_kind
 
@@ -29,13 +28,6 @@ class Frame:
     image: np.ndarray
     index: int
     t_arrived: float
-
-
-def error_reason(e: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, at most ``limit`` characters, without C++ source locations."""
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    text = re.sub(r"\S+\.(?:h|hpp|cc|cpp|cu):\d+\s+(?:\S+::\S+\(.*?\)\s+)?", "", str(text))
-    return " ".join(text.split())[:limit]
 
 
 class FrameSource:
