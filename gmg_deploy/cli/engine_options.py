@@ -54,7 +54,7 @@ class EngineOptions:
                                              ("arch", self.arch), ("pre_seq_length", self.pre if bare else None),
                                              ("aft_seq_length", self.aft if bare else None)) if v})
         elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto" or self.in_shape or self.arch:
-            raise InputError("--config-file/--trust-checkpoint/--warp-gate/--in-shape/--arch apply to checkpoints "
+            raise InputError("--config-file/--trust-checkpoint/--in-shape/--arch/--warp-gate apply to checkpoints "
                              "(.ckpt/.pth) only; an exported graph or engine carries its configuration and warp-gate "
                              "layout")
         if kind == "onnxruntime":
