@@ -247,3 +247,47 @@ def test_video_out_rtsp_pushes_the_panels_to_an_ffmpeg_listener(tmp_path, video_
     w, h = _panel_size(2, True)
     assert len(got) == rep["video_frames"] > 0 and got[0].shape == (h, w, 3)
     assert np.ptp(np.stack(got).astype(np.int16)) > 50  # real panels (labels, digits), not a blank stream
+
+
+# --- option checks -------------------------------------------------------------------------------------------
+
+def test_which_inputs_reconnect():
+    from gmg_deploy.cli.infer_video import reconnects
+
+    assert reconnects("rtsp://127.0.0.1:1/x", None) and reconnects("/dev/video0", None)
+    assert not reconnects("http://127.0.0.1:1/a.mp4", None)  # may be a finite video: only with --reconnect
+    assert reconnects("http://127.0.0.1:1/a.ts", True)
+    assert not reconnects("rtsp://127.0.0.1:1/x", False) and not reconnects("clip.mp4", True)
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--stall-timeout", "0"], "error: --stall-timeout 0 must be a finite number of seconds > 0"),
+    (["--stall-timeout", "nan"], "error: --stall-timeout nan must be a finite number of seconds > 0"),
+    (["--serve", "nope"], "error: --serve nope: give HOST:PORT"),
+    (["--serve", "127.0.0.1:70000"], "error: --serve 127.0.0.1:70000: give HOST:PORT"),
+])
+def test_bad_live_options_one_line_exit_2(tmp_path, video_onnx_path, extra, msg):
+    from click.testing import CliRunner
+
+    from gmg_deploy.cli.infer_cmd import main
+
+    clip = encode_clip(tmp_path / "c.mkv", demo_frames(4, 16, 16, False), fps=10)
+    r = CliRunner().invoke(main, ["--engine", str(video_onnx_path), "--input", str(clip), "--quiet", *extra])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines()[-1].startswith(msg), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("opt", [["--serve", "127.0.0.1:0"], ["--reconnect"], ["--max-reconnects", "3"]])
+def test_live_options_refused_for_array_input(tmp_path, video_onnx_path, opt):
+    from click.testing import CliRunner
+
+    from gmg_deploy.cli.infer_cmd import main
+
+    arr = tmp_path / "a.npy"
+    np.save(arr, np.zeros((1, 10, 1, 16, 16), np.float32))
+    r = CliRunner().invoke(main, ["--engine", str(video_onnx_path), "--input", str(arr), "--out",
+                                  str(tmp_path / "p.npy"), *opt])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [f"error: {opt[0]} applies to video inputs (.mp4, URL, camera); "
+                                             f"{arr} is not one"], r.stderr
