@@ -140,7 +140,10 @@ def _stream(fc: Any, inputs: list[str], video: VideoOptions, out: str | None, gi
     K = fc.config.aft_seq_length if video.horizon is None else video.horizon
     check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
     pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, video.fit)  # refuses C not in (1, 3) early
-    note = (lambda s: click.echo(s, err=True))
+    def note(text: str) -> None:  # a note (e.g. a source lost) starts on its own line, after the progress line
+        progress.end()
+        click.echo(text, err=True)
+
     sources = _open_sources(fc, inputs, video, K, out, connect_timeout, note)
     window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
     rep = run_streams(fc, sources, horizon=K, fit=video.fit, realtime=video.realtime, video_out=video.video_out,
