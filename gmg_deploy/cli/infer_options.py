@@ -19,6 +19,10 @@ class VideoOptions:
     realtime: bool | None = None
     connect_timeout: float = 10.0
     quiet: bool = False
+    reconnect: bool | None = None
+    stall_timeout: float = 5.0
+    max_reconnects: int | None = None
+    serve: str | None = None
 
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "VideoOptions":

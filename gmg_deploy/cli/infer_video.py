@@ -71,63 +71,91 @@ def gif_window(pre_n: int, horizon: int) -> int:
     return pre_n + horizon + 1
 
 
-def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
-              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] | None = None) -> int:
-    """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
-    Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
-
-    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
-    the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
-    """
-    from gmg_deploy.runtime.buffers import check_horizon_budget
-    from gmg_deploy.video.preprocess import Preprocessor
-    from gmg_deploy.video.stream import open_sources, run_streams
+def _check_outputs(inputs: list[str], video: VideoOptions, out: str | None, gif: str | None, force: bool,
+                   reads: Mapping[str, str | None] | None) -> None:
+    """Every output a new file (or ``--force``), none an input or another output, the right suffixes; an
+    ``rtsp://`` --video-out is a stream, not a file."""
+    from gmg_deploy.video.live_out import is_live_output
     from gmg_deploy.video.writer import check_video_out
 
-    horizon, video_out, fit, quiet = video.horizon, video.video_out, video.fit, video.quiet
-    connect_timeout = check_timeout(video.connect_timeout, "--connect-timeout")
-    paths = [check_output_path(p, force=force) for p in (out, gif, video_out) if p]
+    video_out = video.video_out
+    file_out = video_out if video_out and not is_live_output(video_out) else None
+    paths = [check_output_path(p, force=force) for p in (out, gif, file_out) if p]
     if len({p.resolve() for p in paths}) < len(paths):
         raise InputError("--out, --gif and --video-out must name different files")
     read = {**{f"--input {i + 1}" if len(inputs) > 1 else "--input": s for i, s in enumerate(inputs)}, **(reads or {})}
-    for flag, p in (("--out", out), ("--gif", gif), ("--video-out", video_out)):
+    for flag, p in (("--out", out), ("--gif", gif), ("--video-out", file_out)):
         check_not_input(p, read, flag)
     if out and len(inputs) > 1 and Path(out).suffix.lower() != ".npz":
         raise InputError(f"--out {out}: with {len(inputs)} inputs give a .npz (one array per input)")
     if out and len(inputs) == 1 and Path(out).suffix.lower() != ".npy":
         raise InputError(f"--out {out}: give a .npy file (frames, K, C, H, W)")
-    if video_out:
-        check_video_out(video_out)
-    fc = fc_open(batch_size or len(inputs))
-    progress = _Progress(quiet)
-    close_error: str | None = None
-    try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
-        K = fc.config.aft_seq_length if horizon is None else horizon
-        check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
-        pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)  # refuses C not in (1, 3) early
-        sources = open_sources(inputs, connect_timeout)
+    if file_out:
+        check_video_out(file_out)
+
+
+def reconnects(spec: str, choice: bool | None) -> bool:
+    """Does ``--input spec`` reconnect? Never a file; ``--reconnect`` any URL or camera; by default
+    (``None``) rtsp:// URLs and cameras only - an http(s) URL may be a finite video whose end is the end."""
+    from gmg_deploy.video.kinds import source_kind
+
+    kind = source_kind(spec)
+    if kind not in ("url", "camera") or choice is False:
+        return False
+    return bool(choice) or kind == "camera" or str(spec).lower().startswith(("rtsp://", "rtsps://"))
+
+
+def _open_sources(fc: Any, inputs: list[str], video: VideoOptions, K: int, out: str | None,
+                  connect_timeout: float, note: Any) -> list[Any]:
+    """Open the sources (a file's --out budget checked); live ones reconnect unless ``--no-reconnect``."""
+    from gmg_deploy.runtime.buffers import check_horizon_budget
+    from gmg_deploy.video.reconnect import reconnecting
+    from gmg_deploy.video.stream import open_sources
+
+    stall = check_timeout(video.stall_timeout, "--stall-timeout")
+    sources = open_sources(inputs, connect_timeout)
+    try:
         if out and not any(s.is_live for s in sources):  # --out keeps every frame's K forecasts until the end
-            try:
-                check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size,
-                                     device=fc.device, kept=sum(s.expected_frames or 0 for s in sources))
-            except BaseException:
-                for s in sources:
-                    s.close()
-                raise
-        window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
-        note = (lambda s: click.echo(s, err=True))
-        rep = run_streams(fc, sources, horizon=K, fit=fit, realtime=video.realtime, video_out=video_out,
-                          keep_preds=True if out else (window if gif else False),
-                          keep_observed=window if gif else False, progress=progress,
-                          note=note, read_timeout=connect_timeout)
-    finally:
-        progress.end()  # an error raised from here on starts on its own line
-        try:
-            fc.close()
-        except Exception as e:  # a failed engine (e.g. a server gone) may fail to close too: outputs first
-            close_error = f"closing the {fc.backend_name} engine failed ({' '.join(str(e).split())[:160]})"
-    summary = rep.summary()
-    summary.update(engine_backend=fc.backend_name, device=str(fc.device), batch_size=fc.batch_size, fit=fit)
+            check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size,
+                                 device=fc.device, kept=sum(s.expected_frames or 0 for s in sources))
+        return [reconnecting(s, connect_timeout=connect_timeout, stall_timeout=stall,
+                             max_reconnects=video.max_reconnects, log=note)
+                if reconnects(s.spec, video.reconnect) else s for s in sources]
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+
+
+def _stream(fc: Any, inputs: list[str], video: VideoOptions, out: str | None, gif: str | None,
+            progress: _Progress) -> tuple[Any, int, Any]:
+    """Open the sources and run the streams -> (report, horizon, preprocessor)."""
+    from gmg_deploy.runtime.buffers import check_horizon_budget
+    from gmg_deploy.video.live_view import parse_serve
+    from gmg_deploy.video.preprocess import Preprocessor
+    from gmg_deploy.video.stream import run_streams
+
+    connect_timeout = check_timeout(video.connect_timeout, "--connect-timeout")
+    serve = parse_serve(video.serve) if video.serve is not None else None
+    K = fc.config.aft_seq_length if video.horizon is None else video.horizon
+    check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
+    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, video.fit)  # refuses C not in (1, 3) early
+    def note(text: str) -> None:  # a note (e.g. a source lost) starts on its own line, after the progress line
+        progress.end()
+        click.echo(text, err=True)
+
+    sources = _open_sources(fc, inputs, video, K, out, connect_timeout, note)
+    window = gif_window(fc.config.pre_seq_length, K)  # --gif without --out keeps only these frames
+    rep = run_streams(fc, sources, horizon=K, fit=video.fit, realtime=video.realtime, video_out=video.video_out,
+                      keep_preds=True if out else (window if gif else False),
+                      keep_observed=window if gif else False, progress=progress,
+                      note=note, read_timeout=connect_timeout, serve=serve)
+    return rep, K, pre
+
+
+def _save_outputs(fc: Any, rep: Any, K: int, pre: Any, summary: dict[str, Any], video: VideoOptions,
+                  out: str | None, gif: str | None) -> None:
+    """``--out`` (every stream's forecasts) and ``--gif`` (the first stream), noted in the summary."""
     if out and rep.frames:
         C, H, W = fc.frame_shape
         arrays = [np.stack(s.preds) if s.preds else np.zeros((0, K, C, H, W), np.float32) for s in rep.streams]
@@ -138,27 +166,67 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     if gif and rep.streams[0].frames:
         count, size = _write_gif(Path(gif), fc.config.pre_seq_length, rep.streams[0], pre)
         summary.update(gif=gif, gif_frames=count, gif_size=list(size))
-    if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+
+
+def _report_lines(fc: Any, rep: Any, K: int, summary: dict[str, Any], n_inputs: int) -> list[str]:
+    """The human report on stderr."""
     lat = summary["latency_ms"]
-    lines = [f"{rep.frames} frame(s) from {len(inputs)} source(s), horizon {K}, {fc.backend_name} on {fc.device}"
+    lines = [f"{rep.frames} frame(s) from {n_inputs} source(s), horizon {K}, {fc.backend_name} on {fc.device}"
              f"{' (realtime)' if rep.realtime else ''}: {summary['end_to_end_fps'] or 0:.1f} fps end to end, "
              f"model {summary['model_ms_per_step'] or 0:.2f} ms/step, dropped {rep.dropped}"]
     if lat["p50"] is not None:
         lines.append(f"latency decode->forecast p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
                      f"p99 {lat['p99']:.1f} ms")
+    for s in rep.streams:
+        if s.losses:
+            lines.append(f"{s.spec}: lost {s.losses} time(s), {s.reconnects} reconnect(s), {s.disconnected_s:.1f} s "
+                         "disconnected (its slot reset on each comeback; the time down is not in the fps)")
     if rep.video_out and rep.video_frames:
         lines.append(f"video ({rep.video_frames} frames, {rep.codec}) -> {rep.video_out}")
-    interrupt = (rep.interrupt or KeyboardInterrupt()) if rep.interrupted else None
     if rep.partial:
-        if interrupt is not None:
-            why = signals.message_of(interrupt)  # interrupted (Ctrl-C) / terminated (SIGTERM)
+        if rep.interrupted:
+            why = signals.message_of(rep.interrupt or KeyboardInterrupt())  # interrupted / terminated
         else:
             why = "the engine failed" if rep.engine_error else "a source failed"
         lines.append(f"partial: {why}; the outputs hold the {rep.frames} frame(s) processed")
-    for line in lines:
+    return lines
+
+
+def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str | None, gif: str | None,
+              batch_size: int | None, as_json: bool, force: bool, reads: Mapping[str, str | None] | None = None) -> int:
+    """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
+    Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
+
+    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
+    the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
+    """
+    check_timeout(video.connect_timeout, "--connect-timeout")
+    check_timeout(video.stall_timeout, "--stall-timeout")
+    _check_outputs(inputs, video, out, gif, force, reads)
+    if video.serve is not None:
+        from gmg_deploy.video.live_view import parse_serve
+
+        parse_serve(video.serve)  # a bad address fails before the model is opened
+    fc = fc_open(batch_size or len(inputs))
+    progress = _Progress(video.quiet)
+    close_error: str | None = None
+    try:  # a failure while opening the sources or streaming still closes the engine (Triton: ENDs its sequences)
+        rep, K, pre = _stream(fc, inputs, video, out, gif, progress)
+    finally:
+        progress.end()  # an error raised from here on starts on its own line
+        try:
+            fc.close()
+        except Exception as e:  # a failed engine (e.g. a server gone) may fail to close too: outputs first
+            close_error = f"closing the {fc.backend_name} engine failed ({' '.join(str(e).split())[:160]})"
+    summary = rep.summary()
+    summary.update(engine_backend=fc.backend_name, device=str(fc.device), batch_size=fc.batch_size, fit=video.fit)
+    _save_outputs(fc, rep, K, pre, summary, video, out, gif)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    for line in _report_lines(fc, rep, K, summary, len(inputs)):
         click.echo(line, err=True)
-    if interrupt is not None:
+    if rep.interrupted:
+        interrupt = rep.interrupt or KeyboardInterrupt()
         say_error(signals.message_of(interrupt))
         return signals.status_of(interrupt)
     failed = [e for e in (rep.engine_error, *(s.error for s in rep.streams), close_error) if e]
@@ -175,7 +243,8 @@ def video_options(fn: Any) -> Any:
                      help="Video: forecast K frames ahead at every frame [model's aft_seq_length]."),
         click.option("--video-out", default=None, metavar="OUT.mp4",
                      help="Video: panel video (observed | forecast t+1 | forecast t+K | true t+K for files), "
-                          "H.264 at the source's fps (.mp4 .mkv .mov .avi)."),
+                          "H.264 at the source's fps (.mp4 .mkv .mov .avi), or rtsp://HOST:PORT/PATH to push "
+                          "it to a media server accepting RTSP RECORD."),
         click.option("--fit", type=click.Choice(["crop", "pad", "stretch"]), default="crop", show_default=True,
                      help="Video: fit frames to the model: keep the aspect ratio and centre-crop or pad, or stretch."),
         click.option("--denormalize", is_flag=True,
@@ -185,6 +254,17 @@ def video_options(fn: Any) -> Any:
                           "[on for cameras and URLs, off for files]."),
         click.option("--connect-timeout", type=float, default=10.0, show_default=True, metavar="S",
                      help="Video: seconds to wait for a URL to connect or deliver a frame."),
+        click.option("--reconnect/--no-reconnect", default=None,
+                     help="Video: reopen a live source that ends, fails or stalls (with backoff), its slot "
+                          "reset when it is back [on for rtsp:// URLs and cameras; http(s) URLs only with "
+                          "--reconnect; files never]."),
+        click.option("--stall-timeout", type=float, default=5.0, show_default=True, metavar="S",
+                     help="Video: with --reconnect, seconds without a frame after which a live source is lost."),
+        click.option("--max-reconnects", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Video: give a source up after N reconnect attempts in all [unlimited]."),
+        click.option("--serve", default=None, metavar="HOST:PORT",
+                     help="Video: serve the live panel (/) and Prometheus metrics (/metrics) over HTTP during "
+                          "the run (port 0: a free one, printed)."),
         click.option("--quiet", is_flag=True, help="Video: no progress line."),
     ]
     for opt in reversed(opts):
@@ -193,7 +273,8 @@ def video_options(fn: Any) -> Any:
 
 
 _VIDEO_ONLY = {"horizon": "--horizon", "video_out": "--video-out", "denormalize": "--denormalize",
-               "realtime": "--realtime"}
+               "realtime": "--realtime", "serve": "--serve", "max_reconnects": "--max-reconnects",
+               "reconnect": "--reconnect"}
 
 
 def check_array_call(inputs: tuple[str, ...], out: str | None, video: VideoOptions) -> None:

@@ -204,6 +204,16 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     view: "LiveView"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A viewer that goes away (reset, broken pipe) is routine: nothing said; any other failure of one
+        request is one line on stderr, never a traceback on the run's output."""
+        import sys
+
+        e = sys.exc_info()[1]
+        if not isinstance(e, (ConnectionError, TimeoutError)):
+            print(f"note: live view: a request from {client_address[0]} failed ({type(e).__name__}: {e})",
+                  file=sys.stderr)
+
 
 class LiveView:
     """``LiveView("127.0.0.1", 0, metrics)`` serves at once (``url``); :meth:`publish` panels; :meth:`close`."""
