@@ -200,3 +200,13 @@ def import_cycles() -> list[list[str]]:
 def test_no_import_circles_between_modules():
     """No two modules import each other, directly or through others (function-level imports included)."""
     assert import_cycles() == []
+
+
+def test_no_function_longer_than_60_lines():
+    """Every function in gmg_deploy/ fits in 60 lines (its def line to its last line; decorators not counted)."""
+    long = []
+    for f in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{f.relative_to(PKG)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
