@@ -8,7 +8,6 @@ import io
 import json
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
