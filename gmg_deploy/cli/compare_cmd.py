@@ -23,9 +23,10 @@ import click
 from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
 from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 from gmg_deploy.cli.ort_options import ort_options
+from gmg_deploy.runtime.forecaster import BACKENDS
 
 #: ``--*-backend`` choices (Forecaster.open's backends).
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt", "triton", "openvino")
+BACKEND_CHOICES = BACKENDS
 _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
 
 
