@@ -46,13 +46,13 @@ class EngineOptions:
         dev = self.device or ("cuda" if kind == "tensorrt" else "cpu")
         kwargs: dict[str, Any] = {}
         if kind == "torch":
-            from gmg_deploy.cli.common import parse_in_shape
+            from gmg_deploy.cli.model_options import CheckpointOptions
 
-            kwargs = {"trust_checkpoint": self.trust_checkpoint, "warp_gate": self.warp_gate}
             bare = self.config_file is not None  # a bare state dict: its config also needs pre/aft
-            kwargs.update({k: v for k, v in (("config_file", self.config_file), ("in_shape", parse_in_shape(self.in_shape)),
-                                             ("arch", self.arch), ("pre_seq_length", self.pre if bare else None),
-                                             ("aft_seq_length", self.aft if bare else None)) if v})
+            ck = CheckpointOptions(trust_checkpoint=self.trust_checkpoint, config_file=self.config_file,
+                                   in_shape=self.in_shape, pre=self.pre if bare else None,
+                                   aft=self.aft if bare else None, arch=self.arch, warp_gate=self.warp_gate)
+            kwargs = {k: v for k, v in ck.load_kwargs().items() if v is not None}
         elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto" or self.in_shape or self.arch:
             raise InputError("--config-file/--trust-checkpoint/--in-shape/--arch/--warp-gate apply to checkpoints "
                              "(.ckpt/.pth) only; an exported graph or engine carries its configuration and warp-gate "
