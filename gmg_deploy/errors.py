@@ -47,6 +47,14 @@ class MetadataError(GMGError, ValueError):
     """An ONNX file lacks gmg-deploy metadata or it does not fit what is asked of it."""
 
 
+class GraphFileError(MetadataError, PrecisionError, TensorRTCompatError, BuildError, CalibrationError):
+    """An ONNX file that cannot be read: missing, not a file, not ONNX, or its weights unreadable.
+
+    The one error of :func:`gmg_deploy.graph.onnx_file.load_onnx`; it is each stage's own error class too,
+    so a caller catching the error of the stage it called still catches it.
+    """
+
+
 class OutputError(GMGError, OSError):
     """An output file cannot be written (missing folder, no permission, exists without --force)."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "export", "evaluate", "precision", "engine", "runtime", "serve", "video"]
+ORDER = ["model", "graph", "export", "evaluate", "precision", "engine", "runtime", "serve", "video"]
 UTIL = {"errors", "io", "checks", "__init__"}
 
 
