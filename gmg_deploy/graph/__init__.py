@@ -6,8 +6,8 @@ it) and above ``model``; imports ``model`` and the utilities only. Holds the I/O
 index the passes share (:class:`GraphIndex`) and the one ONNX loader (:func:`load_onnx`).
 """
 from gmg_deploy.graph.index import GraphIndex
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
-from gmg_deploy.graph.onnx_file import GraphFileError, load_graph, load_onnx
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata, load_graph
+from gmg_deploy.graph.onnx_file import GraphFileError, load_onnx
 from gmg_deploy.graph.signature import GRAPH_KINDS, GraphSignature, StepSignature, TensorSig
 
 __all__ = ["GraphIndex", "GraphMetadata", "as_metadata", "GraphFileError", "load_graph", "load_onnx",

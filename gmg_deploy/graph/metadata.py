@@ -47,6 +47,7 @@ import numpy as np
 
 from gmg_deploy import __version__
 from gmg_deploy.errors import ConfigError, MetadataError
+from gmg_deploy.graph.onnx_file import load_onnx
 from gmg_deploy.graph.signature import DTYPES, GRAPH_KINDS, GraphSignature
 from gmg_deploy.model.config import BATCH_MODES, ModelConfig
 from gmg_deploy.model.warp import WARP_FORMS
@@ -59,7 +60,7 @@ SCHEMA_VERSION = 1
 #: Precisions a graph is written in (``gmg-export --precision``).
 PRECISIONS = ("fp32", "fp16", "int8")
 __all__ = ["METADATA_KEY", "METADATA_PARAM", "SCHEMA_VERSION", "PRECISIONS", "MetadataError", "GraphMetadata",
-           "as_metadata", "build_metadata", "forecast_metadata", "attach_metadata", "metadata_from_proto",
+           "as_metadata", "load_graph", "build_metadata", "forecast_metadata", "attach_metadata", "metadata_from_proto",
            "read_metadata", "warp_gate_of", "config_from_metadata", "signature_of"]
 
 _FIELDS = ("where", "graph", "config", "signature", "precision", "warp", "warp_gate", "batch_mode", "batch",
@@ -230,8 +231,6 @@ class GraphMetadata(Mapping[str, Any]):
     @classmethod
     def read(cls, path: str | Path) -> "GraphMetadata":
         """The metadata of an exported ONNX file (its weights are not loaded)."""
-        from gmg_deploy.graph.onnx_file import load_onnx
-
         return cls.from_proto(load_onnx(path, weights=False), str(path))
 
     # ------------------------------------------------------------------ derived metadata
@@ -293,6 +292,12 @@ class GraphMetadata(Mapping[str, Any]):
 #: GraphMetadata objects by (JSON text, where): a graph's metadata is parsed once however often it is asked.
 _PARSED: "OrderedDict[tuple[str, str], GraphMetadata]" = OrderedDict()
 _PARSED_MAX = 64
+
+
+def load_graph(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model") -> tuple[Any, GraphMetadata]:
+    """``(proto, GraphMetadata)`` of an exported graph: loaded once (:func:`load_onnx`), its metadata parsed once."""
+    proto = load_onnx(model, weights=weights, what=what)
+    return proto, GraphMetadata.from_proto(proto, str(model) if isinstance(model, (str, Path)) else what)
 
 
 def as_metadata(meta: Mapping[str, Any], where: str = "metadata") -> GraphMetadata:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gmg_deploy.errors import GraphFileError, error_reason
 
-__all__ = ["load_onnx", "load_graph", "GraphFileError"]
+__all__ = ["load_onnx", "GraphFileError"]
 
 
 def load_onnx(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model") -> Any:
@@ -39,11 +39,3 @@ def load_onnx(model: str | Path | Any, *, weights: bool = True, what: str = "ONN
             raise GraphFileError(f"{p}: its external weights cannot be read ({error_reason(e, 100)})") from None
     return proto
 
-
-def load_graph(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model") -> tuple[Any, Any]:
-    """``(proto, GraphMetadata)`` of an exported graph: loaded once, its metadata parsed once."""
-    from gmg_deploy.graph.metadata import GraphMetadata
-
-    proto = load_onnx(model, weights=weights, what=what)
-    where = str(model) if isinstance(model, (str, Path)) else what
-    return proto, GraphMetadata.from_proto(proto, where)
