@@ -57,7 +57,7 @@ def _rows(name: str, d: Path, warp_gate: str) -> float:
         for mode in ("reference", "invariant"):
             gold_all = g["all_steps"] if mode == "reference" else g["all_steps_single"]
             gold = g["preds"] if mode == "reference" else g["preds_single"]
-            out = model.predict(torch.from_numpy(frames), all_steps=True, batch_invariant=mode == "invariant").numpy()
+            out = model.predict(torch.from_numpy(frames), all_steps=True, batch_mode=mode).numpy()
             errs = [float(np.abs(out - gold_all).max())]
             for graph in ("step", "sequence"):
                 proto = build_proto(model, graph=graph, batch_mode=mode)

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.model.cells import GSAMCell, MotionHighwayCell, MultiScaleConv
-from gmg_deploy.model.config import MOTION_CHANNELS, ModelConfig
+from gmg_deploy.model.config import BATCH_MODES, MOTION_CHANNELS, ModelConfig
 from gmg_deploy.model.motion import MotionGRU
 from gmg_deploy.model.patching import patch, unpatch
 from gmg_deploy.model.warp import check_warp_form
@@ -111,8 +111,11 @@ class RecurrentPredictor(nn.Module):
         )
 
     # ------------------------------------------------------------------ compute
-    def step_tensors(self, frame: torch.Tensor, states: list[torch.Tensor], batch_invariant: bool = True):
-        """One step on a flat state list (the export signature): -> ``(next_frame, new_states)``."""
+    def step_tensors(self, frame: torch.Tensor, states: list[torch.Tensor], batch_mode: str | bool = "invariant"):
+        """One step on a flat state list (the export signature): -> ``(next_frame, new_states)``.
+
+        ``batch_mode``: one of :data:`BATCH_MODES` (a bool is the old ``batch_invariant`` flag)."""
+        batch_invariant = _is_invariant(batch_mode)
         cfg = self.config
         L = cfg.num_layers
         h = list(states[:L])
@@ -135,14 +138,18 @@ class RecurrentPredictor(nn.Module):
         nxt = unpatch(self.conv_last(h[L - 1]), cfg.patch_size)
         return nxt, h + c + [mem] + off + mean
 
-    def step(self, frame: torch.Tensor, state: State, *, batch_invariant: bool = True) -> tuple[torch.Tensor, State]:
-        """One recurrent step: raw ``frame`` ``(B,C,H,W)`` -> ``(next_frame (B,C,H,W), new_state)``."""
+    def step(self, frame: torch.Tensor, state: State, *, batch_mode: str = "invariant",
+             batch_invariant: bool | None = None) -> tuple[torch.Tensor, State]:
+        """One recurrent step: raw ``frame`` ``(B,C,H,W)`` -> ``(next_frame (B,C,H,W), new_state)``.
+
+        ``batch_mode`` is one of :data:`BATCH_MODES`; ``batch_invariant`` is its old spelling (True/False)."""
+        batch_mode = _batch_mode(batch_mode, batch_invariant)
         names = self.state_names()
         self._check_frame(frame, "frame", 4)
         missing = [n for n in names if n not in state]
         if missing:
             raise InputError(f"state lacks {missing[:4]}; build it with model.init_state(batch_size)")
-        nxt, new = self.step_tensors(frame, [state[n] for n in names], batch_invariant)
+        nxt, new = self.step_tensors(frame, [state[n] for n in names], batch_mode)
         return nxt, OrderedDict(zip(names, new))
 
     def forward(self, frame: torch.Tensor, *states: torch.Tensor):  # pragma: no cover - thin alias
@@ -153,14 +160,17 @@ class RecurrentPredictor(nn.Module):
         frames: torch.Tensor,
         aft_seq_length: int | None = None,
         *,
-        batch_invariant: bool = True,
+        batch_mode: str = "invariant",
         all_steps: bool = False,
+        batch_invariant: bool | None = None,
     ) -> torch.Tensor:
-        """OpenSTL test-time inference from zero state.
+        """OpenSTL test-time inference from zero state (``batch_mode``: one of :data:`BATCH_MODES`;
+        ``batch_invariant`` is its old spelling).
 
         ``frames`` ``(B, T>=pre, C, H, W)``; the first ``pre`` are observed. Returns the ``aft`` forecast
         ``(B, aft, C, H, W)``, or with ``all_steps=True`` every step's output ``(B, pre+aft-1, C, H, W)``.
         """
+        batch_mode = _batch_mode(batch_mode, batch_invariant)
         cfg = self.config
         pre = cfg.pre_seq_length
         aft = cfg.aft_seq_length if aft_seq_length is None else int(aft_seq_length)
@@ -175,7 +185,7 @@ class RecurrentPredictor(nn.Module):
         with torch.no_grad():
             for t in range(pre + aft - 1):
                 inp = frames[:, t] if t < pre else x_gen
-                x_gen, state = self.step(inp, state, batch_invariant=batch_invariant)
+                x_gen, state = self.step(inp, state, batch_mode=batch_mode)
                 outs.append(x_gen)
         seq = torch.stack(outs, dim=1)
         return seq if all_steps else seq[:, -aft:]
@@ -189,6 +199,22 @@ class RecurrentPredictor(nn.Module):
             raise InputError(
                 f"{what} has shape {tuple(x.shape)}; expected {want} with (C,H,W)=({C},{H},{W}) for this model"
             )
+
+
+def _batch_mode(batch_mode: str, batch_invariant: bool | None) -> str:
+    """The batch mode asked for: ``batch_invariant`` (the old bool keyword) wins when given."""
+    if batch_invariant is not None:
+        return "invariant" if batch_invariant else "reference"
+    _is_invariant(batch_mode)
+    return batch_mode
+
+
+def _is_invariant(batch_mode: str | bool) -> bool:
+    if isinstance(batch_mode, bool):
+        return batch_mode
+    if batch_mode not in BATCH_MODES:
+        raise InputError(f"batch_mode={batch_mode!r}; use one of {', '.join(BATCH_MODES)}")
+    return batch_mode == "invariant"
 
 
 def build_model(config: ModelConfig, warp: str = "gridsample") -> RecurrentPredictor:
