@@ -114,8 +114,8 @@ def _run(opts: BuildOptions) -> None:
                               timing_cache=opts.timing_cache)
     atomic_write_bytes(out, plan)
     side = build_sidecar(meta.to_dict(), onnx_path=opts.model, trt_version=info["trt_version"],
-                         gpu_name=info["gpu_name"], compute_capability=info["compute_capability"], batch=rng, io=info["io"],
-                         workspace_mib=opts.workspace_mib, build_seconds=info["build_seconds"],
+                         gpu_name=info["gpu_name"], compute_capability=info["compute_capability"], batch=rng,
+                         io=info["io"], workspace_mib=opts.workspace_mib, build_seconds=info["build_seconds"],
                          unverified_reason="--no-verify" if opts.no_verify else None)
     write_sidecar(out, side)
     click.echo(f"wrote {out} ({len(plan) / 2**20:.1f} MiB, TensorRT {info['trt_version']}, {side['precision']}, "
