@@ -120,7 +120,7 @@ def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any
     return frames if max_sequences is None else frames[:max_sequences]
 
 
-def load_graph(path: str) -> tuple[Any, "GraphMetadata"]:
+def load_graph(path: str) -> tuple[Any, GraphMetadata]:
     """An exported ONNX graph (weights loaded and checked) and its :class:`GraphMetadata`, or one clear error."""
     from pathlib import Path
 
