@@ -144,18 +144,34 @@ def test_infer_options_gather_every_click_option():
     """gmg-infer's click options land in one InferOptions (engine and video options nested), none dropped."""
     import dataclasses
 
-    from gmg_deploy.cli.engine_options import EngineOptions
+    from gmg_deploy.cli.forecaster_options import ForecasterOptions
     from gmg_deploy.cli.infer_cmd import InferOptions
     from gmg_deploy.cli.infer_video import VideoOptions
 
     ctx = main.make_context("gmg-infer", ["--engine", "m.onnx", "--input", "a.mp4", "--input", "b.mp4",
                                           "--batch-size", "2", "--threads", "3", "--horizon", "4", "--quiet"])
     opts = InferOptions.from_click(ctx.params)
-    assert opts.inputs == ("a.mp4", "b.mp4") and opts.engine.engine == "m.onnx"
-    assert (opts.engine.batch_size, opts.engine.threads, opts.video.horizon, opts.video.quiet) == (2, 3, 4, True)
-    covered = ({f.name for f in dataclasses.fields(InferOptions)} - {"engine", "video", "inputs"}
-               | {f.name for f in dataclasses.fields(EngineOptions)} | {f.name for f in dataclasses.fields(VideoOptions)}
-               | {"input_path"})
-    # MODEL, --model and --engine (cli/model_options.model_argument) are gathered into EngineOptions.engine
-    covered = covered - {"engine"} | {"model__arg", "model__model", "model__engine"}
+    assert opts.inputs == ("a.mp4", "b.mp4") and opts.forecaster.model == "m.onnx"
+    fo = opts.forecaster
+    assert (fo.batch_size, fo.threads, opts.video.horizon, opts.video.quiet) == (2, 3, 4, True)
+    covered = ({f.name for f in dataclasses.fields(InferOptions)} - {"forecaster", "video", "inputs"}
+               | {f.name for f in dataclasses.fields(ForecasterOptions)}
+               | {f.name for f in dataclasses.fields(VideoOptions)} | {"input_path"})
+    # MODEL, --model and --engine (cli/model_options.model_argument) are gathered into ForecasterOptions.model
+    covered = covered - {"model"} | {"model__arg", "model__model", "model__engine"}
     assert set(ctx.params) == covered
+
+
+def test_engine_options_old_names_still_work():
+    """cli.engine_options/EngineOptions and the ``engine`` attributes are the old names of the forecaster options."""
+    from gmg_deploy.cli import engine_options, forecaster_options
+    from gmg_deploy.cli.engine_options import EngineOptions
+    from gmg_deploy.cli.infer_cmd import InferOptions
+
+    assert engine_options is forecaster_options and EngineOptions is forecaster_options.ForecasterOptions
+    opts = InferOptions.from_click(main.make_context("gmg-infer", ["m.onnx", "--input", "a.npy"]).params)
+    assert opts.engine is opts.forecaster and opts.engine.engine == opts.forecaster.model == "m.onnx"
+    assert EngineOptions.from_click({"engine": "x.plan"}).model == "x.plan"
+    legacy = InferOptions.from_click({**main.make_context("gmg-infer", ["--input", "a.npy"]).params,
+                                      "engine": "y.onnx"})
+    assert legacy.forecaster.model == "y.onnx"

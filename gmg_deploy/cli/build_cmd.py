@@ -18,12 +18,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import click
 
 from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
 from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options, model_argument, resolve_model
+
+if TYPE_CHECKING:
+    from gmg_deploy.graph.metadata import GraphMetadata
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,17 +85,15 @@ class BuildOptions:
 def _run(opts: BuildOptions) -> None:
     from gmg_deploy.engine.profile import BuildError, batch_range, profile_shapes
     from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
-    from gmg_deploy.export.metadata import read_metadata
+    from gmg_deploy.checks import check_graph_weights
     from gmg_deploy.export.trt_lint import refuse_cpu_int8
+    from gmg_deploy.graph.metadata import load_graph
     from gmg_deploy.io import atomic_write_bytes, check_not_input, check_output_path
 
     # checks, all before TensorRT is touched
-    meta = read_metadata(opts.model)
-    import onnx
-
-    from gmg_deploy.checks import check_graph_weights
-
-    check_graph_weights(onnx.load(opts.model), opts.model)  # an engine of NaN weights forecasts only NaN
+    proto, meta = load_graph(opts.model)  # read once: the metadata checked, the weights loaded
+    check_graph_weights(proto, opts.model)  # an engine of NaN weights forecasts only NaN
+    del proto  # TensorRT parses the file itself
     refuse_cpu_int8(meta, opts.model)
     rng = batch_range(meta, opts.min_batch, opts.opt_batch, opts.max_batch)
     if opts.workspace_mib is not None and opts.workspace_mib < 1:
@@ -112,9 +113,9 @@ def _run(opts: BuildOptions) -> None:
     plan, info = build_engine(opts.model, profile_shapes(meta, rng), workspace_mib=opts.workspace_mib,
                               timing_cache=opts.timing_cache)
     atomic_write_bytes(out, plan)
-    side = build_sidecar(meta, onnx_path=opts.model, trt_version=info["trt_version"], gpu_name=info["gpu_name"],
-                         compute_capability=info["compute_capability"], batch=rng, io=info["io"],
-                         workspace_mib=opts.workspace_mib, build_seconds=info["build_seconds"],
+    side = build_sidecar(meta.to_dict(), onnx_path=opts.model, trt_version=info["trt_version"],
+                         gpu_name=info["gpu_name"], compute_capability=info["compute_capability"], batch=rng,
+                         io=info["io"], workspace_mib=opts.workspace_mib, build_seconds=info["build_seconds"],
                          unverified_reason="--no-verify" if opts.no_verify else None)
     write_sidecar(out, side)
     click.echo(f"wrote {out} ({len(plan) / 2**20:.1f} MiB, TensorRT {info['trt_version']}, {side['precision']}, "
@@ -128,7 +129,7 @@ def _run(opts: BuildOptions) -> None:
             sys.exit(status)
 
 
-def _verification_inputs(opts: BuildOptions, meta: dict[str, Any]) -> tuple[Any, Any]:
+def _verification_inputs(opts: BuildOptions, meta: GraphMetadata) -> tuple[Any, Any]:
     """``--verify``'s frames (checked against the graph: true future included) and ``--reference``'s side,
     or ``(None, None)``; every mistake is refused before TensorRT builds anything."""
     from gmg_deploy.errors import InputError
@@ -143,14 +144,13 @@ def _verification_inputs(opts: BuildOptions, meta: dict[str, Any]) -> tuple[Any,
     if opts.no_verify:
         raise InputError("--verify and --no-verify contradict each other; give one")
     frames = sequence_frames(load_sequences(opts.verify, opts.verify_sequences, DEFAULT_BATCH), meta, "--verify data")
-    cfg = meta["config"]
-    pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
+    pre, aft = meta.pre, meta.aft
     if frames.shape[1] < pre + aft:
         raise InputError(f"--verify {opts.verify} holds {frames.shape[1]} frames per sequence; verification "
                          f"needs the true future too: {pre} + {aft} frames")
     if opts.reference is None:
         _refuse_checkpoint_options(opts.checkpoint, "without --reference CKPT")
-        if meta.get("precision") == "int8":
+        if meta.precision == "int8":
             raise InputError(f"{opts.model} is an INT8 graph, no FP32 reference for --verify; pass --reference "
                              "FP32.onnx or the checkpoint")
         return frames, None
@@ -184,7 +184,7 @@ def verify_and_report(engine: Any, data: str, frames: Any, *, reference: Any = N
     return 0 if record["passed"] else 1
 
 
-def known_pitfalls(trt_version: str, meta: dict[str, Any]) -> list[Any]:
+def known_pitfalls(trt_version: str, meta: Mapping[str, Any]) -> list[Any]:
     """The known TensorRT pitfalls for this version and graph (:func:`gmg_deploy.engine.pitfalls.pitfalls_for`)."""
     from gmg_deploy.engine.pitfalls import pitfalls_for
 

@@ -28,7 +28,7 @@ from gmg_deploy.io import check_not_input, check_output_path
 
 
 def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: str = "invariant",
-                         checkpoint: CheckpointOptions | None = None):
+                         checkpoint: CheckpointOptions | None = None) -> Any:
     """The FP32 step graph (ModelProto with metadata) from a checkpoint (exported in memory) or an ONNX file.
 
     ``checkpoint``: the checkpoint options (``--trust-checkpoint``, ``--config-file``, ``--in-shape``, ...).
@@ -38,16 +38,14 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
     if (ckpt is None) == (onnx_path is None):
         raise InputError("give exactly one model: a checkpoint or an FP32 step .onnx")
     if onnx_path is not None:
-        from gmg_deploy.export.metadata import warp_gate_of
-
         checkpoint.refuse_for_graph(onnx_path)
         if checkpoint.pre is not None or checkpoint.aft is not None:
             raise InputError(f"--pre/--aft change a checkpoint's configuration, but {onnx_path} is a graph; "
                              "drop them (its metadata holds pre/aft)")
         proto, meta = load_graph(onnx_path)
-        if warp_gate != "auto" and warp_gate != warp_gate_of(meta):
+        if warp_gate != "auto" and warp_gate != meta.warp_gate:
             raise InputError(f"--warp-gate {warp_gate}: {onnx_path} was exported with warp-gate layout "
-                             f"{warp_gate_of(meta)!r}; re-export it with --warp-gate {warp_gate}, or drop --warp-gate")
+                             f"{meta.warp_gate!r}; re-export it with --warp-gate {warp_gate}, or drop --warp-gate")
         return proto
     from gmg_deploy.export import build_proto
     from gmg_deploy.model import load_checkpoint
@@ -131,7 +129,7 @@ def _run(opts: CalibrateOptions) -> None:
 
 
 def _report(opts: CalibrateOptions, out: Any, doc: dict[str, Any]) -> None:
-    from gmg_deploy.export.metadata import warp_gate_of
+    from gmg_deploy.graph.metadata import as_metadata
 
     states = {k: v for k, v in doc["tensors"].items() if v["kind"] == "state"}
     summary = {
@@ -142,7 +140,7 @@ def _report(opts: CalibrateOptions, out: Any, doc: dict[str, Any]) -> None:
         "tensors": len(doc["tensors"]),
         "state_tensors": len(states),
         "fingerprint": doc["fingerprint"],
-        "warp_gate": warp_gate_of(doc["metadata"]),
+        "warp_gate": as_metadata(doc["metadata"], str(out)).warp_gate,
         "keep_float": doc["keep_float"],
     }
     if opts.as_json:

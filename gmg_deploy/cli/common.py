@@ -4,12 +4,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import sys
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import click
 
 from gmg_deploy.cli import signals
 from gmg_deploy.errors import GMGError
+
+if TYPE_CHECKING:
+    from gmg_deploy.graph.metadata import GraphMetadata
 
 
 def say_error(msg: str) -> None:
@@ -117,22 +120,16 @@ def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any
     return frames if max_sequences is None else frames[:max_sequences]
 
 
-def load_graph(path: str) -> tuple[Any, dict[str, Any]]:
-    """An exported ONNX graph and its gmg-deploy metadata, or one clear error."""
-    import onnx
-
-    from gmg_deploy.export.metadata import MetadataError, metadata_from_proto
-
+def load_graph(path: str) -> tuple[Any, GraphMetadata]:
+    """An exported ONNX graph (weights loaded and checked) and its :class:`GraphMetadata`, or one clear error."""
     from pathlib import Path
+
+    from gmg_deploy.checks import check_graph_weights
+    from gmg_deploy.errors import MetadataError
+    from gmg_deploy.graph.metadata import load_graph as load_graph_file
 
     if not Path(path).is_file():
         raise MetadataError(f"{path}: not found" if not Path(path).exists() else f"{path} is not a file")
-    try:
-        proto = onnx.load(path)
-    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
-        raise MetadataError(f"{path} is not a readable ONNX model") from None
-    meta = metadata_from_proto(proto, path)
-    from gmg_deploy.checks import check_graph_weights
-
+    proto, meta = load_graph_file(path)
     check_graph_weights(proto, path)
     return proto, meta

@@ -114,18 +114,17 @@ def _stream(run: _DemoRun, step_path: Path, seq_path: Path, data: np.ndarray) ->
 
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import rollout
-    from gmg_deploy.export import read_metadata
-    from gmg_deploy.export.metadata import signature_of
+    from gmg_deploy.graph.metadata import GraphMetadata
     from gmg_deploy.runtime import Forecaster
 
-    sig = signature_of(read_metadata(step_path))
-    pre, aft = sig.pre, sig.aft
+    step_meta = GraphMetadata.read(step_path)
+    pre, aft = step_meta.pre, step_meta.aft
     t0 = time.perf_counter()
     with Forecaster.open(step_path, backend="onnxruntime", batch_size=data.shape[0]) as fc:
         fc.observe(data[:, :pre])
         preds = np.asarray(fc.forecast(aft), dtype=np.float32)
     run.timings["stream_s"] = time.perf_counter() - t0
-    seq_preds = rollout(make_session(seq_path, 2), read_metadata(seq_path), data)
+    seq_preds = rollout(make_session(seq_path, 2), GraphMetadata.read(seq_path), data)
     seq_diff = float(np.abs(seq_preds - preds).max())
     run.say(f"[3/5] streamed {data.shape[0]} held-out sequences through the step graph (ONNX Runtime "
             f"{ort.__version__}, {run.timings['stream_s']:.1f} s); sequence graph agrees to {seq_diff:.1e}")
@@ -178,13 +177,12 @@ def _write_outputs(run: _DemoRun, summary: dict[str, Any], preds: np.ndarray, ob
 def _precision_checks(run: _DemoRun, step_path: Path, data: np.ndarray, preds: np.ndarray, truth: np.ndarray,
                       calib_sequences: int) -> dict[str, Any]:
     """FP16 and INT8 step graphs of the demo model, compared per step with the FP32 stream."""
-    import onnx
-
     from gmg_deploy.data.demo import demo_dataset
     from gmg_deploy.evaluate.accuracy import SSIM_DROP_LIMITS as SSIM_LIMITS, compare_predictions
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import rollout
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import GraphMetadata
+    from gmg_deploy.graph.onnx_file import load_onnx
     from gmg_deploy.io import atomic_write_bytes
     from gmg_deploy.precision.fp16 import convert_to_fp16
     from gmg_deploy.precision.fp16_emulation import emulate_fp16
@@ -192,7 +190,7 @@ def _precision_checks(run: _DemoRun, step_path: Path, data: np.ndarray, preds: n
     from gmg_deploy.precision.ranges import collect_ranges, save_ranges
 
     out_dir, files = run.out_dir, run.files
-    fp32 = onnx.load(str(step_path))
+    fp32 = load_onnx(step_path, what="the demo's FP32 step graph")
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
     fp16 = convert_to_fp16(fp32)
@@ -206,7 +204,7 @@ def _precision_checks(run: _DemoRun, step_path: Path, data: np.ndarray, preds: n
     files.update(step_int8_onnx=str(out_dir / "demo_step_int8.onnx"),
                  int8_ranges=str(out_dir / "demo_int8_ranges.json"))
     for name, proto in (("fp16", emulate_fp16(fp16)), ("int8", int8)):
-        cand = rollout(make_session(proto, 2), metadata_from_proto(proto), data)
+        cand = rollout(make_session(proto, 2), GraphMetadata.from_proto(proto), data)
         cmp = compare_predictions(preds, cand, truth)
         worst = float(max(cmp["ssim_drop"]))
         out[name] = {**cmp, "worst_ssim_drop": worst, "limit": SSIM_LIMITS[name],

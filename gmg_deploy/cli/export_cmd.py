@@ -23,7 +23,7 @@ from gmg_deploy.cli.common import OneLineCommand, fields_of, one_line_errors
 from gmg_deploy.cli.common import parse_in_shape as _parse_shape
 from gmg_deploy.cli.precision_options import check_precision_options, precision_options
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.signature import GRAPH_KINDS
+from gmg_deploy.graph.signature import GRAPH_KINDS
 
 
 def _human(n: int) -> str:

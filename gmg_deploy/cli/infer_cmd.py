@@ -159,16 +159,16 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     from gmg_deploy.runtime.buffers import check_horizon_budget
     from gmg_deploy.runtime.inputs import count_sequences, load_frames
 
-    input_path, engine, pre, aft, clip = opts.inputs[0], opts.engine.engine, opts.pre, opts.aft, opts.clip
+    input_path, model, pre, aft, clip = opts.inputs[0], opts.forecaster.model, opts.pre, opts.aft, opts.clip
     thresholds = _parse_thresholds(opts.csi_thresholds) if opts.metrics else []
     out_path = check_output_path(opts.out, force=opts.force)
     gif_path = check_output_path(opts.gif, force=opts.force) if opts.gif else None
     if gif_path is not None and gif_path.resolve() == out_path.resolve():
         raise InputError("--gif and --out name the same file; give two paths")
-    read = {"--input": input_path, "--engine": engine, "--config-file": opts.engine.config_file}
+    read = {"--input": input_path, "--engine": model, "--config-file": opts.forecaster.config_file}
     check_not_input(out_path, read, "--out")
     check_not_input(gif_path, read, "--gif")
-    fc = opts.engine.open(streams=count_sequences(input_path))
+    fc = opts.forecaster.open(streams=count_sequences(input_path))
     cfg = fc.config
     frames = load_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre
@@ -188,13 +188,13 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
         _save_partial(p, out_path, clip)
         raise p.cause from None
     seconds = time.perf_counter() - t0
-    check_finite_frames(preds, f"predictions of {engine}", "check the model's weights and precision")
+    check_finite_frames(preds, f"predictions of {model}", "check the model's weights and precision")
     if clip:
         np.clip(preds, 0.0, 1.0, out=preds)
     fc.close()
     truth = frames[:, pre : pre + aft] if has_truth else None
     summary: dict[str, Any] = {
-        "engine": str(engine), "backend": fc.backend_name, "batch_size": fc.batch_size,
+        "engine": str(model), "backend": fc.backend_name, "batch_size": fc.batch_size,
         "device": str(getattr(fc.backend, "ov_device", fc.device)),  # OpenVINO: its device, not the buffers'
         "batch_mode": fc.batch_mode, "warp_gate": cfg.warp_gate, "sequences": int(N), "pre": pre, "aft": aft,
         "seconds": seconds, "steps_per_s": N * (pre + aft - 1) / seconds if seconds > 0 else float("inf"),

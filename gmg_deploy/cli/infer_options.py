@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from gmg_deploy.cli.common import fields_of
-from gmg_deploy.cli.engine_options import EngineOptions
+from gmg_deploy.cli.forecaster_options import ForecasterOptions
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class VideoOptions:
 
 @dataclass(frozen=True)
 class InferOptions:
-    """What ``gmg-infer`` was asked to do: ``engine`` opens the model, ``video`` holds the video-only options."""
+    """What ``gmg-infer`` was asked to do: ``forecaster`` opens the model, ``video`` holds the video-only options."""
 
-    engine: EngineOptions
+    forecaster: ForecasterOptions
     inputs: tuple[str, ...]
     pre: int | None
     aft: int | None
@@ -46,14 +46,20 @@ class InferOptions:
     force: bool
     video: VideoOptions
 
+    @property
+    def engine(self) -> ForecasterOptions:
+        """The model-opening options (old name of :attr:`forecaster`)."""
+        return self.forecaster
+
     @classmethod
     def from_click(cls, options: Mapping[str, Any]) -> "InferOptions":
-        if "engine" not in options:  # MODEL, --model or --engine: one model path
+        """The options from ``gmg-infer``'s click ``options`` (MODEL, --model or --engine: one model path)."""
+        if "model" not in options and "engine" not in options:
             from gmg_deploy.cli.model_options import resolve_model
 
             options = dict(options)
-            options["engine"] = resolve_model(options, missing="give the model as the first argument (MODEL), or "
-                                                              "with --model/--engine PATH")
-        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("engine", "video", "inputs")}
-        return cls(engine=EngineOptions.from_click(options), video=VideoOptions.from_click(options),
+            options["model"] = resolve_model(options, missing="give the model as the first argument (MODEL), or "
+                                                             "with --model/--engine PATH")
+        own = {k: v for k, v in fields_of(cls, options).items() if k not in ("forecaster", "video", "inputs")}
+        return cls(forecaster=ForecasterOptions.from_click(options), video=VideoOptions.from_click(options),
                    inputs=tuple(options["input_path"]), **own)

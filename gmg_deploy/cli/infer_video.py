@@ -197,7 +197,7 @@ def run_video(fc_open: Any, inputs: list[str], video: VideoOptions, *, out: str 
     """Run the video path; returns the exit status (0; 2 when a source or the engine failed mid-stream; 130 on
     Ctrl-C, 143 on SIGTERM - the outputs then hold what was processed).
 
-    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the engine options); ``reads``:
+    ``fc_open(batch_size)`` opens the :class:`Forecaster` (the caller knows the model-opening options); ``reads``:
     the other files the command reads (``{option: path}``, e.g. the engine), which no output may be.
     """
     check_timeout(video.connect_timeout, "--connect-timeout")
@@ -293,7 +293,7 @@ def video_main(opts: InferOptions) -> int:
     """``gmg-infer`` with video inputs -> exit status."""
     from gmg_deploy.video.kinds import is_video_input
 
-    inputs, video, batch_size = opts.inputs, opts.video, opts.engine.batch_size
+    inputs, video, batch_size = opts.inputs, opts.video, opts.forecaster.batch_size
     bad = [i for i in inputs if not is_video_input(i)]
     if bad:
         raise InputError(f"--input {bad[0]} is not a video source; video and array inputs cannot be mixed")
@@ -307,6 +307,6 @@ def video_main(opts: InferOptions) -> int:
         raise InputError(f"--batch-size {batch_size} is more than the {len(inputs)} video input(s)")
     slots = len(inputs) if batch_size == 1 else batch_size
     # Ctrl-C outside the streams (opening the model or a source) is the shared `error: interrupted`, exit 130
-    return run_video(opts.engine.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
+    return run_video(opts.forecaster.open, list(inputs), video, out=opts.out, gif=opts.gif, batch_size=slots,
                      as_json=opts.as_json, force=opts.force,
-                     reads={"--engine": opts.engine.engine, "--config-file": opts.engine.config_file})
+                     reads={"--engine": opts.forecaster.model, "--config-file": opts.forecaster.config_file})

@@ -25,10 +25,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from gmg_deploy.cli.common import say_error
 from gmg_deploy.errors import GMGError, InputError
+
+if TYPE_CHECKING:
+    from gmg_deploy.graph.metadata import GraphMetadata
 
 ENV_DATA = "GMG_POLYGRAPHY_DATA"
 ENV_GRAPH = "GMG_POLYGRAPHY_GRAPH"
@@ -60,19 +63,19 @@ def model_under_test(argv: list[str], env: dict[str, str]) -> str | None:
     return next((a for a in args if a.endswith(".onnx") and not a.startswith("-") and Path(a).is_file()), None)
 
 
-def _graph_meta(path: str, what: str) -> dict[str, Any]:
-    from gmg_deploy.export.metadata import read_metadata
+def _graph_meta(path: str, what: str) -> GraphMetadata:
+    from gmg_deploy.graph.metadata import GraphMetadata
 
     if not Path(path).is_file():
         raise InputError(f"{what} {path} does not exist")
-    return read_metadata(path)
+    return GraphMetadata.read(path)
 
 
-def _reference(env: dict[str, str]) -> tuple[Any, dict[str, Any], str]:
+def _reference(env: dict[str, str]) -> tuple[Any, GraphMetadata, str]:
     """(ORT session, metadata, name) of the FP32 reference step graph: GMG_POLYGRAPHY_GRAPH or the demo's."""
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.step_feeds import check_reference
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import GraphMetadata
 
     path = env.get(ENV_GRAPH)
     if path:
@@ -84,7 +87,7 @@ def _reference(env: dict[str, str]) -> tuple[Any, dict[str, Any], str]:
     from gmg_deploy.model.checkpoint import load_checkpoint
 
     proto = build_proto(load_checkpoint(demo_checkpoint_path()))
-    return make_session(proto, threads=None), metadata_from_proto(proto), "the demo model's FP32 step graph"
+    return make_session(proto, threads=None), GraphMetadata.from_proto(proto), "the demo model's FP32 step graph"
 
 
 def _frames(env: dict[str, str], n: int) -> Any:
