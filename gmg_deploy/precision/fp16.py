@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from gmg_deploy.errors import PrecisionError
-from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
+from gmg_deploy.graph.index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto, signature_of
 from gmg_deploy.export.signature import DTYPES
 from gmg_deploy.precision.fp16_emulation import emulate_fp16  # noqa: F401 (its old home)

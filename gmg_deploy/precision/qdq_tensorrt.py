@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from gmg_deploy.export.graph_index import GraphIndex
+from gmg_deploy.graph.index import GraphIndex
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import (QMAX, QUANT_OPS, activation_inputs, comes_from_softmax, quantize_weight,
                                             weight_axis)

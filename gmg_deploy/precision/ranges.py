@@ -29,7 +29,7 @@ from gmg_deploy.export.metadata import metadata_from_proto, signature_of
 from gmg_deploy.export.signature import state_in
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import rollout, sequence_frames
-from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
+from gmg_deploy.graph.index import LAYOUT_OPS, GraphIndex
 from gmg_deploy.precision.qdq_rules import QUANT_OPS, quantizable_inputs, quantizable_outputs  # noqa: F401
 from gmg_deploy.precision.ranges_file import (RANGES_FORMAT, RANGES_VERSION, asymmetric_range,  # noqa: F401
                                               check_ranges_match, fingerprint, load_ranges, save_ranges)
