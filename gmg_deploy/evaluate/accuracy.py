@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import warp_gate_of
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import graph_metadata, rollout, sequence_frames
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6), by the candidate's precision.
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}
@@ -170,15 +170,16 @@ def score_forecasts(
     )
 
 
-def check_same_model(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> str:
+def check_same_model(meta_a: GraphMetadata | Mapping[str, Any], meta_b: GraphMetadata | Mapping[str, Any]) -> str:
     """Refuse two metadata of different models (warp-gate layout or configuration); -> the warp gate."""
-    gate_a, gate_b = warp_gate_of(meta_a), warp_gate_of(meta_b)
+    a, b = as_metadata(meta_a, "reference metadata"), as_metadata(meta_b, "candidate metadata")
+    gate_a, gate_b = a.warp_gate, b.warp_gate
     if gate_a != gate_b:
         raise InputError(
             f"the warp-gate layouts differ (reference {gate_a}, candidate {gate_b}): they are two different models; "
             f"export both with the same --warp-gate"
         )
-    if {**meta_a["config"], "warp_gate": gate_a} != {**meta_b["config"], "warp_gate": gate_b}:
+    if a.config_dict != b.config_dict:
         raise InputError("the two models come from different model configurations; compare exports of one model")
     return gate_a
 
@@ -201,12 +202,11 @@ def compare_graphs(
     meta_a, meta_b = graph_metadata(reference), graph_metadata(candidate)
     gate = check_same_model(meta_a, meta_b)
     frames = sequence_frames(frames, meta_a)
-    cfg = meta_a["config"]
-    pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
+    pre, aft = meta_a.pre, meta_a.aft
     ref = rollout(make_session(reference, threads, spin), meta_a, frames, batch_size=batch_size)
     cand = rollout(make_session(candidate, threads, spin), meta_b, frames, batch_size=batch_size)
     truth = frames[:, pre : pre + aft] if frames.shape[1] >= pre + aft else None
     na, nb = names or (str(reference) if isinstance(reference, (str, Path)) else "A",
                        str(candidate) if isinstance(candidate, (str, Path)) else "B")
-    return score_forecasts(ref, cand, truth, precision=meta_b.get("precision", "fp32"), names=(na, nb),
+    return score_forecasts(ref, cand, truth, precision=meta_b.precision, names=(na, nb),
                            limit=limit, max_abs_limit=max_abs_limit, extra={"warp_gate": gate})

@@ -3,36 +3,46 @@
 Step graphs are chained: ``state_out.X`` feeds ``state_in.X``, zeros start, the first ``pre`` inputs are
 observed frames and later ones the previous ``next_frame``. Sequence graphs run in one call. Input and
 state dtypes follow the session's declared input types (FP16 I/O works); tensor names and order come from
-the graph's :class:`~gmg_deploy.export.signature.StepSignature`. Used by the accuracy check and by
+the graph's :class:`~gmg_deploy.graph.signature.GraphSignature`. Used by the accuracy check and by
 calibration (which asks for extra outputs through ``on_step``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from gmg_deploy.checks import check_finite_frames, check_frames, check_not_8bit_floats, check_numpy_file
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import metadata_from_proto, signature_of
-from gmg_deploy.export.signature import StepSignature, state_in, state_out
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata, load_graph
+from gmg_deploy.graph.signature import GraphSignature, state_in, state_out
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def sequence_frames(frames: np.ndarray, meta: dict[str, Any], where: str = "data") -> np.ndarray:
+def sequence_frames(frames: np.ndarray, meta: GraphMetadata | Mapping[str, Any], where: str = "data") -> np.ndarray:
     """``frames`` ``(N, T>=pre, C, H, W)`` checked against the graph's config (:func:`gmg_deploy.checks.check_frames`),
     as float32."""
-    cfg = meta["config"]
+    frame_shape, pre = _frame_spec(meta)
     a = np.asarray(frames)
-    check_frames(a, None, cfg["in_shape"][1:], where, sequences=True, min_steps=int(cfg["pre_seq_length"]))
+    check_frames(a, None, frame_shape, where, sequences=True, min_steps=pre)
     return a.astype(np.float32, copy=False)
+
+
+def _frame_spec(meta: GraphMetadata | Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """``(frame shape C,H,W, frames observed)`` of a graph's metadata. A bare ``{"config": {...}}`` without a
+    schema (callers that know only the config's ``in_shape``/``pre_seq_length``) is read as given."""
+    if isinstance(meta, GraphMetadata) or "schema" in meta:
+        m = as_metadata(meta)
+        return tuple(m.config.frame_shape), m.pre
+    cfg = meta["config"]
+    return tuple(int(d) for d in cfg["in_shape"][1:]), int(cfg["pre_seq_length"])
 
 
 def rollout(
     session: Any,
-    meta: dict[str, Any],
+    meta: GraphMetadata | Mapping[str, Any],
     frames: np.ndarray,
     *,
     aft: int | None = None,
@@ -45,7 +55,8 @@ def rollout(
     For step graphs, ``extra_outputs`` are fetched at every step and ``on_step(t, tensors)`` receives them
     together with every graph input of that step (``frame`` and ``state_in.*``). ``batch_size`` splits N.
     """
-    sig = signature_of(meta)
+    meta = as_metadata(meta)
+    sig = meta.signature
     if sig.graph not in ("step", "sequence"):
         raise InputError(f"a {sig.graph} graph cannot be rolled out here; use its step graph (gmg-export --graph step)")
     aft = sig.aft if aft is None else int(aft)
@@ -64,7 +75,7 @@ def rollout(
     return np.concatenate(outs)
 
 
-def _rollout_chunk(session: Any, sig: StepSignature, frames: np.ndarray, aft: int, extra: list[str],
+def _rollout_chunk(session: Any, sig: GraphSignature, frames: np.ndarray, aft: int, extra: list[str],
                    on_step: Callable[[int, dict[str, np.ndarray]], None] | None) -> np.ndarray:
     in_types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in session.get_inputs()}
     pre = sig.pre
@@ -92,12 +103,9 @@ def _rollout_chunk(session: Any, sig: StepSignature, frames: np.ndarray, aft: in
     return np.stack(preds, axis=1)
 
 
-def graph_metadata(model: Any) -> dict[str, Any]:
-    """Metadata of a path or ModelProto."""
-    import onnx
-
-    proto = onnx.load(str(model), load_external_data=False) if isinstance(model, (str, Path)) else model
-    return metadata_from_proto(proto, str(model) if isinstance(model, (str, Path)) else "ONNX model")
+def graph_metadata(model: Any) -> GraphMetadata:
+    """Metadata of a path (its weights are not read) or ModelProto."""
+    return load_graph(model, weights=False)[1]
 
 
 def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:

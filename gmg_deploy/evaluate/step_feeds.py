@@ -8,31 +8,36 @@ yields, one chunk of sequences at a time, every step's feed dict, cast to the dt
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.rollout import rollout, sequence_frames
-from gmg_deploy.export.metadata import signature_of
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 
 _NP = {"float32": np.float32, "float16": np.float16}
 
 
-def check_reference(ref_meta: dict[str, Any], where: str) -> None:
-    """The reference must be an FP32 step graph (its states are the ones a real FP32 rollout reaches)."""
-    if ref_meta.get("graph") != "step":
-        raise InputError(f"{where} is a {ref_meta.get('graph')} graph; the reference must be an FP32 step graph "
+def check_reference(ref_meta: GraphMetadata | Mapping[str, Any], where: str) -> GraphMetadata:
+    """The reference must be an FP32 step graph (its states are the ones a real FP32 rollout reaches); -> its
+    metadata."""
+    ref = as_metadata(ref_meta, where)
+    if ref.graph != "step":
+        raise InputError(f"{where} is a {ref.graph} graph; the reference must be an FP32 step graph "
                          "(gmg-export --graph step)")
-    if ref_meta.get("precision", "fp32") != "fp32":
-        raise InputError(f"{where} is {ref_meta.get('precision')}; the reference must be the FP32 step graph")
+    if ref.precision != "fp32":
+        raise InputError(f"{where} is {ref.precision}; the reference must be the FP32 step graph")
+    return ref
 
 
-def check_same_model(ref_meta: dict[str, Any], test_meta: dict[str, Any], ref_where: str, test_where: str) -> None:
+def check_same_model(ref_meta: GraphMetadata | Mapping[str, Any], test_meta: GraphMetadata | Mapping[str, Any],
+                     ref_where: str, test_where: str) -> None:
     """The graph under test must be a step graph with the reference's I/O names and per-sample shapes."""
-    if test_meta.get("graph") != "step":
-        raise InputError(f"{test_where} is a {test_meta.get('graph')} graph; recurrent feeds are for step graphs")
-    ref, test = signature_of(ref_meta), signature_of(test_meta)
+    ref_m, test_m = as_metadata(ref_meta, ref_where), as_metadata(test_meta, test_where)
+    if test_m.graph != "step":
+        raise InputError(f"{test_where} is a {test_m.graph} graph; recurrent feeds are for step graphs")
+    ref, test = ref_m.signature, test_m.signature
     if ref.input_names != test.input_names or ref.shapes(1) != test.shapes(1):
         raise InputError(f"{test_where} and the reference {ref_where} are not the same model (inputs or shapes "
                          "differ); point GMG_POLYGRAPHY_GRAPH at the FP32 step graph of the model under test")
@@ -40,10 +45,10 @@ def check_same_model(ref_meta: dict[str, Any], test_meta: dict[str, Any], ref_wh
 
 def recurrent_feeds(
     session: Any,
-    ref_meta: dict[str, Any],
+    ref_meta: GraphMetadata | Mapping[str, Any],
     frames: np.ndarray,
     *,
-    test_meta: dict[str, Any] | None = None,
+    test_meta: GraphMetadata | Mapping[str, Any] | None = None,
     batch: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield the feed of every step of every sequence: ``pre + aft - 1`` feeds per chunk of ``batch`` sequences.
@@ -54,19 +59,19 @@ def recurrent_feeds(
     ``batch`` sequences per feed (default: ``test_meta``'s fixed batch, else all of ``frames``); a short last
     chunk of a fixed-batch graph repeats its last sequence. Only one chunk's feeds are held at a time.
     """
-    check_reference(ref_meta, "the reference graph")
-    test_meta = ref_meta if test_meta is None else test_meta
-    frames = sequence_frames(frames, ref_meta)
-    fixed = test_meta.get("batch") or ref_meta.get("batch")
-    if test_meta.get("batch") and ref_meta.get("batch") and test_meta["batch"] != ref_meta["batch"]:
-        raise InputError(f"the graph's fixed batch {test_meta['batch']} differs from the reference's "
-                         f"{ref_meta['batch']}; use a dynamic-batch reference (gmg-export without --batch)")
+    ref = check_reference(ref_meta, "the reference graph")
+    test = ref if test_meta is None else as_metadata(test_meta, "the graph under test")
+    frames = sequence_frames(frames, ref)
+    fixed = test.batch or ref.batch
+    if test.batch and ref.batch and test.batch != ref.batch:
+        raise InputError(f"the graph's fixed batch {test.batch} differs from the reference's "
+                         f"{ref.batch}; use a dynamic-batch reference (gmg-export without --batch)")
     if batch is not None and batch < 1:
         raise InputError(f"batch={batch} must be >= 1")
     if fixed and batch is not None and batch != fixed:
         raise InputError(f"batch={batch}: the graph has a fixed batch of {fixed}")
     bs = int(fixed or batch or frames.shape[0])
-    dtypes = {t.name: _NP[t.dtype] for t in signature_of(test_meta).inputs(bs)}
+    dtypes = {t.name: _NP[t.dtype] for t in test.signature.inputs(bs)}
     for s in range(0, frames.shape[0], bs):
         chunk = frames[s : s + bs]
         if chunk.shape[0] < bs:
@@ -76,5 +81,5 @@ def recurrent_feeds(
         def keep(t: int, tensors: dict[str, np.ndarray]) -> None:
             steps.append({k: np.ascontiguousarray(v, dtype=dtypes[k]) for k, v in tensors.items() if k in dtypes})
 
-        rollout(session, ref_meta, chunk, on_step=keep, batch_size=bs)
+        rollout(session, ref, chunk, on_step=keep, batch_size=bs)
         yield from steps

@@ -5,8 +5,8 @@ Public API: :func:`export_model` (-> :class:`ExportResult`), :func:`read_metadat
 shapes, dtypes).
 """
 from gmg_deploy.export.api import ExportResult, build_proto, export_model
-from gmg_deploy.export.metadata import read_metadata
-from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.graph.metadata import read_metadata
+from gmg_deploy.graph.signature import StepSignature
 
 __all__ = ["ExportResult", "StepSignature", "build_proto", "export_model", "read_metadata", "check_tensorrt_compat"]
 

@@ -10,9 +10,9 @@ from typing import Any, Callable
 import onnx
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import attach_metadata, build_metadata
-from gmg_deploy.export.signature import GRAPH_KINDS
 from gmg_deploy.export.step_export import export_step_proto
+from gmg_deploy.graph.metadata import GraphMetadata
+from gmg_deploy.graph.signature import GRAPH_KINDS
 from gmg_deploy.io import atomic_write_with, check_output_path
 from gmg_deploy.model.network import RecurrentPredictor
 
@@ -85,7 +85,7 @@ def build_proto(
         cfg = model.config
         say(f"chaining {cfg.total_steps} steps (pre={cfg.pre_seq_length}, aft={cfg.aft_seq_length})...")
         proto = build_sequence(proto, cfg, batch=batch)
-    meta = build_metadata(
+    meta = GraphMetadata.build(
         model.config,
         graph="step" if graph == "forecast" else graph,
         warp=model.warp_form,
@@ -94,18 +94,17 @@ def build_proto(
         test_mean=model.test_mean,
         test_std=model.test_std,
     )
-    attach_metadata(proto, meta)
+    meta.attach(proto)
     if graph == "forecast":
         from gmg_deploy.export.forecast_build import build_forecast
-        from gmg_deploy.export.metadata import forecast_metadata, metadata_from_proto
 
         k = model.config.aft_seq_length if horizon is None else horizon
         if step_transform is not None:
             proto = step_transform(proto)
         say(f"chaining {k} forecast steps into one call...")
-        step_meta = metadata_from_proto(proto)
+        step_meta = GraphMetadata.from_proto(proto)
         proto = build_forecast(proto, k)
-        attach_metadata(proto, forecast_metadata(step_meta, k))
+        step_meta.for_forecast(k).attach(proto)
     return proto
 
 

@@ -16,15 +16,15 @@ from onnx import helper, numpy_helper
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.graph_passes import copy_nodes, prune
-from gmg_deploy.export.metadata import metadata_from_proto, signature_of
-from gmg_deploy.export.signature import state_in, state_out
+from gmg_deploy.graph.metadata import GraphMetadata
+from gmg_deploy.graph.signature import state_in, state_out
 
 
 def build_forecast(step: onnx.ModelProto, horizon: int) -> onnx.ModelProto:
     """The one-call forecast graph of horizon ``horizon`` built from the (cleaned) ``step`` graph."""
     if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
         raise InputError(f"horizon={horizon!r} must be an integer >= 1 (frames forecast per call)")
-    sig = signature_of(metadata_from_proto(step, "step graph"))
+    sig = GraphMetadata.from_proto(step, "step graph").signature
     if sig.graph != "step":
         raise InputError(f"a forecast graph is chained from a step graph, not a {sig.graph} graph")
     fsig = replace(sig, graph="forecast", horizon=int(horizon))

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from gmg_deploy.export.graph_index import GraphIndex
+from gmg_deploy.graph.index import GraphIndex
 
 #: Ops that blow small constants up into big ones: folded only when the result is small.
 _NO_FOLD = {"ConstantOfShape", "Expand", "Tile"}

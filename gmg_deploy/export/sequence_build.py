@@ -5,7 +5,7 @@ graph with every node and internal value prefixed ``t<t>/``; all copies share ON
 Step 0 starts from zeros (``ConstantOfShape``, batch taken from ``frames``), ``state_out.X`` of step t
 feeds ``state_in.X`` of step t+1, step t reads ``frames[:, t]`` (``Gather`` with a constant index) while
 ``t < pre`` and the previous ``next_frame`` after that; the last ``aft`` outputs are stacked into ``preds``.
-Names and shapes on both sides come from :class:`gmg_deploy.export.signature.StepSignature`.
+Names and shapes on both sides come from :class:`gmg_deploy.graph.signature.StepSignature`.
 
 Phases (:func:`build_sequence`): :func:`_zero_state`, then per step :func:`_step_input` and
 :func:`_copy_step`, then :func:`_stack_predictions` and :func:`_finish`.
@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from gmg_deploy.export.graph_passes import copy_nodes, prune
-from gmg_deploy.export.signature import FRAME, FRAMES, NEXT_FRAME, PREDS, StepSignature, state_in, state_out
+from gmg_deploy.graph.signature import FRAME, FRAMES, NEXT_FRAME, PREDS, StepSignature, state_in, state_out
 from gmg_deploy.export.step_export import set_value_shape
 from gmg_deploy.model.config import ModelConfig
 

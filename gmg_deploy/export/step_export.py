@@ -1,7 +1,7 @@
 """Export one recurrent step to ONNX (TorchScript exporter), state as explicit inputs and outputs.
 
 Graph: ``frame (B,C,H,W)``, ``state_in.<name>`` -> ``next_frame (B,C,H,W)``, ``state_out.<name>``
-(names, order and shapes: :class:`gmg_deploy.export.signature.StepSignature`). The exported graph is cleaned by
+(names, order and shapes: :class:`gmg_deploy.graph.signature.StepSignature`). The exported graph is cleaned by
 :func:`gmg_deploy.export.graph_passes.clean` (static shape plumbing, folded constants).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.graph_passes import clean
-from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.graph.signature import StepSignature
 from gmg_deploy.model.config import BATCH_MODES  # noqa: F401 (re-exported: its old home)
 from gmg_deploy.model.network import RecurrentPredictor
 

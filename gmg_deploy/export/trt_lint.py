@@ -10,16 +10,16 @@ TensorRT importer silently reads them as nearest (TensorRT issue #4646); export 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from gmg_deploy.errors import TensorRTCompatError
+from gmg_deploy.errors import MetadataError, TensorRTCompatError
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.onnx_file import load_onnx
 
 #: ONNX ops the TensorRT 10 parser converts (operator matrix, "Y" rows).
 SUPPORTED_OPS = frozenset("""
@@ -74,11 +74,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
 def _load(model_or_path: Any) -> tuple[onnx.ModelProto, str]:
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path, "ONNX model"
-    p = Path(model_or_path)
-    try:
-        return onnx.load(str(p)), str(p)
-    except Exception:
-        raise TensorRTCompatError(f"{p} is not a readable ONNX model") from None
+    return load_onnx(model_or_path), str(model_or_path)  # GraphFileError is a TensorRTCompatError
 
 
 def lint(model: onnx.ModelProto) -> list[Finding]:
@@ -163,26 +159,24 @@ def _check_qdq(n: onnx.NodeProto, consts: dict, bad) -> None:
             bad(f"scale of rank {scale.ndim} without block_size is not supported")
 
 
-def refuse_cpu_int8(meta: dict[str, Any], where: str) -> None:
+def refuse_cpu_int8(meta: GraphMetadata | Mapping[str, Any] | None, where: str) -> None:
     """Raise :class:`TensorRTCompatError` (one line) when ``meta`` describes an INT8 graph made for ORT CPU."""
-    if meta.get("precision") == "int8" and (meta.get("calibration") or {}).get("target") == "cpu":
+    if meta is None:
+        return
+    meta = as_metadata(meta, where)
+    if meta.precision == "int8" and (meta.calibration or {}).get("target") == "cpu":
         raise TensorRTCompatError(
             f"{where} is an INT8 graph for ONNX Runtime CPU (--target cpu: uint8 zero points); TensorRT needs "
             "the symmetric layout: re-export with gmg-export --precision int8 --target tensorrt"
         )
 
 
-def _gmg_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    from gmg_deploy.export.metadata import METADATA_KEY
-
-    for p in model.metadata_props:
-        if p.key == METADATA_KEY:
-            try:
-                meta = json.loads(p.value)
-            except json.JSONDecodeError:
-                return {}
-            return meta if isinstance(meta, dict) else {}
-    return {}
+def _gmg_metadata(model: onnx.ModelProto, where: str) -> GraphMetadata | None:
+    """The graph's metadata, or None when it has none or it is unreadable (the lint does not need it)."""
+    try:
+        return GraphMetadata.from_proto(model, where)
+    except MetadataError:
+        return None
 
 
 def check_tensorrt_compat(model_or_path: Any, *, raise_on_error: bool = True) -> list[Finding]:
@@ -191,7 +185,7 @@ def check_tensorrt_compat(model_or_path: Any, *, raise_on_error: bool = True) ->
     model, where = _load(model_or_path)
     findings = lint(model)
     try:
-        refuse_cpu_int8(_gmg_metadata(model), where)
+        refuse_cpu_int8(_gmg_metadata(model, where), where)
     except TensorRTCompatError as e:
         if raise_on_error:
             raise

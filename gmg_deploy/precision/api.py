@@ -6,24 +6,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gmg_deploy.graph.onnx_file import load_onnx
 from gmg_deploy.precision.fp16 import PrecisionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def _load(model: str | Path | Any, what: str) -> Any:
-    """``model`` as an ``onnx.ModelProto`` (a path is read; a proto is used as is)."""
-    if not isinstance(model, (str, Path)):
-        return model
-    import onnx
-
-    p = Path(model)
-    if not p.is_file():
-        raise PrecisionError(f"{what} {p} does not exist; export it with gmg-export")
-    try:
-        return onnx.load(str(p))
-    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
-        raise PrecisionError(f"{what} {p} is not a readable ONNX model") from None
+    """``model`` as an ``onnx.ModelProto`` (a path is read, weights included; a proto is used as is). Its
+    :class:`~gmg_deploy.errors.GraphFileError` is a PrecisionError and a CalibrationError."""
+    return load_onnx(model, what=what)
 
 
 def calibrate(

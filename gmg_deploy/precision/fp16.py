@@ -24,11 +24,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from gmg_deploy.errors import PrecisionError
-from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
-from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto, signature_of
-from gmg_deploy.export.signature import DTYPES
+from gmg_deploy.graph.index import LAYOUT_OPS, GraphIndex
+from gmg_deploy.graph.signature import DTYPES
 from gmg_deploy.precision.fp16_emulation import emulate_fp16  # noqa: F401 (its old home)
 from gmg_deploy.precision.graph_types import FLOAT, FLOAT16, name_nodes as _name_nodes, value_types as _value_types
+from gmg_deploy.precision.source_graph import fp32_source
 
 DEFAULT_ISLANDS = ("warp", "softmax", "attention_logits", "growth")
 _ONNX_TYPE = {"float32": FLOAT, "float16": FLOAT16}  # signature dtype name -> onnx element type
@@ -117,9 +117,7 @@ def convert_to_fp16(
     state_dtype = {"fp16": "float16", "fp32": "float32"}.get(state_dtype, state_dtype)
     if state_dtype not in DTYPES:
         raise PrecisionError(f"state dtype {state_dtype!r} is not fp16 or fp32")
-    meta = metadata_from_proto(model)
-    if meta.get("precision", "fp32") != "fp32":
-        raise PrecisionError(f"graph is already {meta['precision']}; convert an FP32 export")
+    meta = fp32_source(model, what="FP16 conversion", error=PrecisionError)
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -131,8 +129,7 @@ def convert_to_fp16(
     index = GraphIndex(g)
     io_dtype = "float16" if io_fp16 else "float32"
     # each graph input/output's dtype after the pass, as the converted graph's signature gives it
-    io_dtypes = {t.name: t.dtype for t in signature_of({**meta, "io_dtype": io_dtype,
-                                                         "state_dtype": state_dtype}).tensors()}
+    io_dtypes = {t.name: t.dtype for t in meta.replace(io_dtype=io_dtype, state_dtype=state_dtype).signature.tensors()}
 
     def io_type(name: str) -> int:
         return _ONNX_TYPE[io_dtypes.get(name, io_dtype)]
@@ -145,14 +142,8 @@ def convert_to_fp16(
 
     del g.value_info[:]
     m = onnx.shape_inference.infer_shapes(m)
-    meta = dict(meta)
-    meta.update(
-        precision="fp16",
-        io_dtype=io_dtype,
-        state_dtype=state_dtype,
-        fp32_islands={k: len(v) for k, v in island_map.items()},
-    )
-    attach_metadata(m, meta)
+    meta.replace(precision="fp16", io_dtype=io_dtype, state_dtype=state_dtype,
+                 fp32_islands={k: len(v) for k, v in island_map.items()}).attach(m)
     if check:
         onnx.checker.check_model(m, full_check=True)
     return m

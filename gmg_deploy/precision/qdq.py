@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from gmg_deploy.export.metadata import metadata_from_proto
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8  # noqa: F401 (re-exported)
 from gmg_deploy.precision.qdq_cpu import quantize_graph_cpu
 from gmg_deploy.precision.qdq_tensorrt import quantize_graph_tensorrt
 from gmg_deploy.errors import CalibrationError
 from gmg_deploy.precision.ranges_file import check_ranges_match
+from gmg_deploy.precision.source_graph import fp32_source
 
 TARGETS = ("tensorrt", "cpu")
 
@@ -35,12 +35,10 @@ def quantize_graph(
     file's sensitivity analysis) that stay entirely float: no Q/DQ on their activation or weight.
     ``target``: ``"tensorrt"`` (this module's symmetric layout) or ``"cpu"`` (ORT CPU integer kernels).
     """
-    meta = metadata_from_proto(model)
-    if meta.get("precision", "fp32") != "fp32":
-        raise CalibrationError(f"INT8 quantization needs the FP32 graph; this one is {meta['precision']}")
+    meta = fp32_source(model, what="INT8 quantization", error=CalibrationError)
     if target not in TARGETS:
         raise CalibrationError(f"INT8 target {target!r} is unknown; choose one of {', '.join(TARGETS)}")
-    check_ranges_match(ranges, model, where)
+    check_ranges_match(ranges, model, where, meta=meta)
     quantize = quantize_graph_cpu if target == "cpu" else quantize_graph_tensorrt
     return quantize(model, meta, ranges, skip_softmax_operands=skip_softmax_operands, keep_float=keep_float,
                     where=where)

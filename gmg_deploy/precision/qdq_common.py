@@ -1,22 +1,21 @@
 """What both INT8 layouts share: the keep-float node set, the topological merge of Q/DQ nodes, the INT8 metadata."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from gmg_deploy.export.metadata import attach_metadata
 from gmg_deploy.errors import CalibrationError
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 
 
-def stamp_int8(m: Any, meta: dict[str, Any], ranges: dict[str, Any], target: str, **counts: Any) -> Any:
+def stamp_int8(m: Any, meta: GraphMetadata | Mapping[str, Any], ranges: dict[str, Any], target: str,
+               **counts: Any) -> Any:
     """Attach the INT8 graph's metadata to ``m`` (``precision: int8``; ``calibration``: the ranges' method,
     fingerprint and sequences, the ``target`` and the pass's ``counts``) and check the model; -> ``m``."""
     import onnx
 
-    meta = dict(meta)
-    meta["precision"] = "int8"
-    meta["calibration"] = {"method": ranges.get("method"), "fingerprint": ranges.get("fingerprint"),
-                           "sequences": ranges.get("sequences"), "target": target, **counts}
-    attach_metadata(m, meta)
+    calibration = {"method": ranges.get("method"), "fingerprint": ranges.get("fingerprint"),
+                   "sequences": ranges.get("sequences"), "target": target, **counts}
+    as_metadata(meta, "FP32 graph").replace(precision="int8", calibration=calibration).attach(m)
     onnx.checker.check_model(m)
     return m
 

@@ -16,11 +16,12 @@ TensorRT (non-zero zero points): ``gmg-build`` and the TensorRT lint refuse it.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from gmg_deploy.export.graph_index import GraphIndex
+from gmg_deploy.graph.index import GraphIndex
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
 from gmg_deploy.errors import CalibrationError
@@ -40,7 +41,7 @@ def u8_params(lo: float, hi: float) -> tuple[float, int]:
 
 def quantize_graph_cpu(
     model: Any,
-    meta: dict[str, Any],
+    meta: GraphMetadata | Mapping[str, Any],
     ranges: dict[str, Any],
     *,
     skip_softmax_operands: bool = True,
@@ -51,6 +52,7 @@ def quantize_graph_cpu(
     docstring)."""
     import onnx
 
+    meta = as_metadata(meta, "FP32 graph")
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.export.graph_index import GraphIndex
+from gmg_deploy.graph.index import GraphIndex
 
 #: Ops whose activation inputs get Q/DQ (and whose inputs calibration observes).
 QUANT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")

@@ -25,14 +25,15 @@ from typing import Any, Callable
 import numpy as np
 
 from gmg_deploy.errors import CalibrationError
-from gmg_deploy.export.metadata import metadata_from_proto, signature_of
-from gmg_deploy.export.signature import state_in
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import rollout, sequence_frames
-from gmg_deploy.export.graph_index import LAYOUT_OPS, GraphIndex
+from gmg_deploy.graph.index import LAYOUT_OPS, GraphIndex
+from gmg_deploy.graph.metadata import GraphMetadata
+from gmg_deploy.graph.signature import state_in
 from gmg_deploy.precision.qdq_rules import QUANT_OPS, quantizable_inputs, quantizable_outputs  # noqa: F401
 from gmg_deploy.precision.ranges_file import (RANGES_FORMAT, RANGES_VERSION, asymmetric_range,  # noqa: F401
                                               check_ranges_match, fingerprint, load_ranges, save_ranges)
+from gmg_deploy.precision.source_graph import fp32_source
 
 METHODS = ("minmax", "entropy", "percentile")
 BINS = 2048
@@ -42,7 +43,7 @@ PERCENTILE = 99.99
 def default_keep_float(model: Any) -> list[str]:
     """Names of the quantizable nodes that stay float by default (see the module docstring)."""
     index = GraphIndex(model.graph)
-    sig = signature_of(metadata_from_proto(model))
+    sig = GraphMetadata.from_proto(model).signature
     offset_inputs = {state_in(n) for n in sig.state_names if n.startswith("offset.")}
 
     def reads_offset_state(tensor: str, depth: int = 3) -> bool:
@@ -159,15 +160,11 @@ def collect_ranges(
     return _ranges_document(model, meta, frames, watch, stats, amax, method, keep_float)
 
 
-def _check_calibration_input(model: Any, frames: np.ndarray, method: str) -> tuple[dict[str, Any], np.ndarray]:
+def _check_calibration_input(model: Any, frames: np.ndarray, method: str) -> tuple[GraphMetadata, np.ndarray]:
     """Phase 1: the method, graph kind and precision are calibratable, the frames fit; -> (metadata, frames)."""
     if method not in METHODS:
         raise CalibrationError(f"calibration method {method!r} is unknown; choose one of {', '.join(METHODS)}")
-    meta = metadata_from_proto(model)
-    if meta.get("graph") != "step":
-        raise CalibrationError("calibration needs a step graph (state_in/state_out); export with --graph step")
-    if meta.get("precision", "fp32") != "fp32":
-        raise CalibrationError(f"calibration needs the FP32 graph; this one is {meta['precision']}")
+    meta = fp32_source(model, what="calibration", error=CalibrationError, step=True)
     frames = sequence_frames(frames, meta, "calibration data")
     if frames.shape[0] < 1:
         raise CalibrationError("calibration data holds no sequences")
@@ -178,11 +175,11 @@ class _Watch:
     """Phase 2: the tensors observed - quantized inputs, quantized outputs, graph inputs - and the extra outputs
     the instrumented graph must return."""
 
-    def __init__(self, model: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, model: Any, meta: GraphMetadata) -> None:
         self.acts = quantizable_inputs(model)
         outputs = quantizable_outputs(model)
         self.outputs = set(outputs)
-        sig = signature_of(meta)
+        sig = meta.signature
         self.graph_inputs = set(sig.input_names)
         self.state_inputs = {t.name for t in sig.inputs() if t.role == "state"}
         self.names = (self.acts + [o for o in outputs if o not in self.acts]
@@ -193,7 +190,7 @@ class _Watch:
         return {k: tensors[k] for k in self.names if k in tensors}
 
 
-def _observe(session: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, method: str, batch_size: int,
+def _observe(session: Any, meta: GraphMetadata, frames: np.ndarray, watch: _Watch, method: str, batch_size: int,
              say: Callable[[str], None]) -> tuple[_Stats, dict[str, float]]:
     """Phase 3: roll the instrumented graph's ``session`` out (twice for histogram methods); -> (statistics, amax)."""
     stats = _Stats(watch.state_inputs)
@@ -211,7 +208,7 @@ def _observe(session: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Wat
     return stats, amax
 
 
-def _ranges_document(model: Any, meta: dict[str, Any], frames: np.ndarray, watch: _Watch, stats: _Stats,
+def _ranges_document(model: Any, meta: GraphMetadata, frames: np.ndarray, watch: _Watch, stats: _Stats,
                      amax: dict[str, float], method: str, keep_float: str | list[str]) -> dict[str, Any]:
     """Phase 4: the ranges document (see the module docstring)."""
     tensors = {}
@@ -226,15 +223,14 @@ def _ranges_document(model: Any, meta: dict[str, Any], frames: np.ndarray, watch
         if k in stats.per_step:
             entry["per_step_amax"] = [stats.per_step[k][t] for t in sorted(stats.per_step[k])]
         tensors[k] = entry
-    cfg = meta["config"]
     return {
         "format": RANGES_FORMAT,
         "version": RANGES_VERSION,
         "method": method,
-        "fingerprint": fingerprint(model),
-        "metadata": meta,
+        "fingerprint": fingerprint(model, meta),
+        "metadata": meta.to_dict(),
         "sequences": int(frames.shape[0]),
-        "steps_per_sequence": int(cfg["pre_seq_length"]) + int(cfg["aft_seq_length"]) - 1,
+        "steps_per_sequence": meta.pre + meta.aft - 1,
         "tensors": tensors,
         "keep_float": (default_keep_float(model) if keep_float == "default"
                        else [] if keep_float == "none" else list(keep_float)),

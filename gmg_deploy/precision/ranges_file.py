@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from gmg_deploy.errors import CalibrationError
-from gmg_deploy.export.metadata import metadata_from_proto, warp_gate_of
+from gmg_deploy.errors import CalibrationError, MetadataError
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 from gmg_deploy.io import atomic_write_text
 from gmg_deploy.precision.qdq_rules import quantizable_inputs
 
@@ -27,14 +27,14 @@ RANGES_FORMAT = "gmg-deploy-ranges"
 RANGES_VERSION = 1
 
 
-def fingerprint(model: Any) -> str:
-    """sha256 over the model-identifying metadata and the float weights of an FP32 graph."""
+def fingerprint(model: Any, meta: GraphMetadata | None = None) -> str:
+    """sha256 over the model-identifying metadata (:meth:`GraphMetadata.identity`: config with warp gate, graph
+    kind, warp, batch mode) and the float weights of an FP32 graph; ``meta``: its metadata when already read."""
     from onnx import numpy_helper
 
-    meta = metadata_from_proto(model)
+    meta = GraphMetadata.from_proto(model) if meta is None else meta
     h = hashlib.sha256()
-    ident = {k: meta.get(k) for k in ("config", "graph", "warp", "batch_mode")}  # config holds warp_gate
-    h.update(json.dumps(ident, sort_keys=True).encode())
+    h.update(json.dumps(meta.identity(), sort_keys=True).encode())
     for t in sorted(model.graph.initializer, key=lambda t: t.name):
         if t.data_type == 1:
             h.update(t.name.encode())
@@ -69,28 +69,39 @@ def load_ranges(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _difference(doc: dict[str, Any], model: Any) -> str:
-    """What separates the ranges file's graph from ``model``: warp, batch mode, graph kind, config or weights."""
-    theirs, ours = doc.get("metadata") or {}, metadata_from_proto(model)
-    diffs = [f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in ("warp", "batch_mode", "graph")
-             if theirs.get(k) != ours.get(k)]
-    a, b = theirs.get("config") or {}, ours.get("config") or {}
+def _recorded(doc: dict[str, Any], where: str) -> GraphMetadata | None:
+    """The graph metadata a ranges document recorded; None when it has none or it is unreadable (hand-edited)."""
+    try:
+        return as_metadata(doc.get("metadata") or {}, f"{where} metadata")
+    except MetadataError:
+        return None
+
+
+def _difference(theirs: GraphMetadata | None, ours: GraphMetadata) -> str:
+    """What separates the ranges file's graph from ours: warp, batch mode, graph kind, config or weights."""
+    if theirs is None:
+        return "the ranges file records no readable graph metadata"
+    diffs = [f"{k} {getattr(theirs, k)!r} there, {getattr(ours, k)!r} here" for k in ("warp", "batch_mode", "graph")
+             if getattr(theirs, k) != getattr(ours, k)]
+    a, b = theirs.config_dict, ours.config_dict
     diffs += [f"config {k} {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(diffs[:3]) if diffs else "same configuration and warp but different weights (another checkpoint)"
 
 
-def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges file") -> None:
-    """Refuse ranges made on another model/graph (fingerprint) or lacking tensors this graph quantizes."""
-    fp = fingerprint(model)
-    if doc.get("fingerprint") != fp:
-        doc_gate, gate = warp_gate_of(doc.get("metadata") or {}), warp_gate_of(metadata_from_proto(model))
-        if doc_gate != gate:
+def check_ranges_match(doc: dict[str, Any], model: Any, where: str = "ranges file", *,
+                       meta: GraphMetadata | None = None) -> None:
+    """Refuse ranges made on another model/graph (fingerprint) or lacking tensors this graph quantizes;
+    ``meta``: the graph's metadata when already read."""
+    ours = GraphMetadata.from_proto(model) if meta is None else meta
+    if doc.get("fingerprint") != fingerprint(model, ours):
+        theirs = _recorded(doc, where)
+        if theirs is not None and theirs.warp_gate != ours.warp_gate:
             raise CalibrationError(
-                f"{where} was calibrated with warp-gate layout {doc_gate!r}, this graph uses {gate!r}: the layouts "
-                "differ, so they are two different models; re-run gmg-calibrate on this graph (or export with "
-                f"--warp-gate {doc_gate})"
+                f"{where} was calibrated with warp-gate layout {theirs.warp_gate!r}, this graph uses {ours.warp_gate!r}: "
+                "the layouts differ, so they are two different models; re-run gmg-calibrate on this graph (or export "
+                f"with --warp-gate {theirs.warp_gate})"
             )
-        raise CalibrationError(f"{where} was calibrated on a different graph: {_difference(doc, model)}; "
+        raise CalibrationError(f"{where} was calibrated on a different graph: {_difference(theirs, ours)}; "
                                "re-run gmg-calibrate on the model and graph you quantize")
     missing = [t for t in quantizable_inputs(model) if t not in doc.get("tensors", {})]
     if missing:
