@@ -272,9 +272,9 @@ class GraphMetadata(Mapping[str, Any]):
         return {**copy.deepcopy(self._doc["config"]), "warp_gate": self.warp_gate}
 
     def identity(self) -> dict[str, Any]:
-        """What makes two graphs the same model for calibration ranges: config (with warp gate), kind, warp,
-        batch mode."""
-        return {"config": self.config_dict, "graph": self.graph, "warp": self.warp, "batch_mode": self.batch_mode}
+        """What makes two graphs the same model for calibration ranges: config, kind, warp and batch mode as
+        recorded (so the fingerprints in ranges files written by earlier versions stay valid)."""
+        return {k: copy.deepcopy(self._doc.get(k)) for k in ("config", "graph", "warp", "batch_mode")}
 
     def require(self, *, graph: str | tuple[str, ...] | None = None, precision: str | None = None,
                 what: str = "this command", error: type[Exception] = MetadataError) -> "GraphMetadata":
