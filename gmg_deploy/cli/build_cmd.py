@@ -142,7 +142,8 @@ def _verification_inputs(opts: BuildOptions, meta: dict[str, Any]) -> tuple[Any,
         return None, None
     if opts.no_verify:
         raise InputError("--verify and --no-verify contradict each other; give one")
-    frames = sequence_frames(load_sequences(opts.verify, opts.verify_sequences, DEFAULT_BATCH), meta, "--verify data")
+    frames = sequence_frames(load_sequences(opts.verify, opts.verify_sequences, DEFAULT_BATCH, meta), meta,
+                             "--verify data")
     cfg = meta["config"]
     pre, aft = int(cfg["pre_seq_length"]), int(cfg["aft_seq_length"])
     if frames.shape[1] < pre + aft:
