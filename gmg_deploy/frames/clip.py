@@ -16,8 +16,8 @@ def _too_long(p: Path, what: str, frames: int, shape: tuple[int, int, int], budg
     C, H, W = shape
     need = 2 * frames * C * H * W * 4  # the decoded frames and their copy into one array
     return InputError(
-        f"{what} {p.name} holds {'more than ' if more else ''}{frames} video frames; as {C}x{H}x{W} float32 frames "
-        f"they need {'over ' if more else ''}{need / 2**20:.0f} MiB, over the memory budget of {budget / 2**20:.0f} "
+        f"{what} {p.name} holds {'at least ' if more else ''}{frames} video frames; as {C}x{H}x{W} float32 frames "
+        f"they need {'at least ' if more else ''}{need / 2**20:.1f} MiB, over the memory budget of {budget / 2**20:.1f} "
         f"MiB (${BUDGET_ENV} or a quarter of the available memory); give a shorter clip "
         f"(e.g. ffmpeg -i {p.name} -t SECONDS short{p.suffix})")
 
@@ -43,7 +43,7 @@ def read_video_file(p: Path, frame_shape: tuple[int, int, int], *, what: str = "
         frames: list[np.ndarray] = []
         while (f := reader.latest()) is not None:
             if (len(frames) + 1) * per_frame > budget:
-                raise _too_long(p, what, len(frames), shape, budget, more=True)
+                raise _too_long(p, what, len(frames) + 1, shape, budget, more=True)
             frames.append(pre(f.image))
     finally:
         reader.close()
