@@ -7,8 +7,9 @@ Examples::
     gmg-export --ckpt model.ckpt -o model_int8.onnx --precision int8 --calibration ranges.json
 
 The FP32 graph observes each sequence's first ``pre`` frames and forecasts ``aft`` (state chained, so the
-state inputs of every step are calibrated). ``--data`` is ``(N, T>=pre, C, H, W)`` float frames in the
-model's input units (``.npy`` or ``.npz``).
+state inputs of every step are calibrated). ``--data`` is ``(N, T>=pre, C, H, W)`` frames in the model's
+input units, read by :func:`gmg_deploy.frames.read_frames` (``.npy``/``.npz``, uint8 scaled by 1/255, a PNG
+folder or a video file fitted to the graph's frame size).
 """
 from __future__ import annotations
 
