@@ -1,6 +1,8 @@
-"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve, video; cli on top.
+"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve; cli on top.
 
-No stage imports a later one. Why ``evaluate`` sits before ``precision``: calibration (``precision.ranges``)
+No stage imports a later one. ``video`` (decoding, fitting frames to a model, writing panels) needs only the
+utilities, so it sits low: ``frames`` (the one frame reader of every command, video files included) sits on it,
+below every stage that reads frames. Why ``evaluate`` sits before ``precision``: calibration (``precision.ranges``)
 rolls the FP32 step graph out in ONNX Runtime to record ranges, so it needs ``evaluate.rollout``; evaluation
 itself needs nothing from precision (it scores any two graphs as given; FP16 emulation is applied by the
 caller, e.g. ``gmg-compare``, before scoring). The runtime may use ``evaluate`` (ORT session options,
@@ -16,7 +18,7 @@ from pathlib import Path
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "graph", "export", "evaluate", "precision", "engine", "runtime", "serve", "video"]
+ORDER = ["model", "video", "graph", "frames", "export", "evaluate", "precision", "engine", "runtime", "serve"]
 UTIL = {"errors", "io", "checks", "__init__"}
 
 

@@ -143,7 +143,8 @@ def _verification_inputs(opts: BuildOptions, meta: GraphMetadata) -> tuple[Any, 
         return None, None
     if opts.no_verify:
         raise InputError("--verify and --no-verify contradict each other; give one")
-    frames = sequence_frames(load_sequences(opts.verify, opts.verify_sequences, DEFAULT_BATCH), meta, "--verify data")
+    frames = sequence_frames(load_sequences(opts.verify, opts.verify_sequences, DEFAULT_BATCH, meta), meta,
+                             "--verify data")
     pre, aft = meta.pre, meta.aft
     if frames.shape[1] < pre + aft:
         raise InputError(f"--verify {opts.verify} holds {frames.shape[1]} frames per sequence; verification "

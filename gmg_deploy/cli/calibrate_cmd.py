@@ -7,8 +7,9 @@ Examples::
     gmg-export --ckpt model.ckpt -o model_int8.onnx --precision int8 --calibration ranges.json
 
 The FP32 graph observes each sequence's first ``pre`` frames and forecasts ``aft`` (state chained, so the
-state inputs of every step are calibrated). ``--data`` is ``(N, T>=pre, C, H, W)`` float frames in the
-model's input units (``.npy`` or ``.npz``).
+state inputs of every step are calibrated). ``--data`` is ``(N, T>=pre, C, H, W)`` frames in the model's
+input units, read by :func:`gmg_deploy.frames.read_frames` (``.npy``/``.npz``, uint8 scaled by 1/255, a PNG
+folder or a video file fitted to the graph's frame size).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from gmg_deploy.cli.model_options import (CHECKPOINT_OPTIONS, CheckpointOptions, auto_gate_note, checkpoint_options,
                                           model_argument, resolve_model)
-from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, model_metadata, one_line_errors
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_not_input, check_output_path
@@ -57,7 +58,8 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
 @model_argument("--ckpt", "--onnx", help="OpenSTL checkpoint (.ckpt/.pth, exported in memory) or FP32 step graph "
                                        "(.onnx from gmg-export)")
 @checkpoint_options
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Calibration sequences (N,T,C,H,W) .npy/.npz.")
+@click.option("--data", required=True, type=click.Path(), help="Calibration sequences: .npy/.npz (N,T,C,H,W) "
+              "(uint8 scaled by 1/255), a folder of PNG frames or a video file (one sequence each).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Ranges file to write (JSON).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
               help="Range estimator (symmetric int8 amax per tensor).")
@@ -115,7 +117,8 @@ def _run(opts: CalibrateOptions) -> None:
     out = check_output_path(opts.output, force=opts.force)
     check_not_input(out, {"--ckpt": opts.ckpt, "--onnx": opts.onnx_path, "--data": opts.data,
                           "--config-file": opts.checkpoint.config_file}, "-o/--output")
-    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
+    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size, model=lambda: model_metadata(
+        opts.onnx_path or opts.ckpt, "onnxruntime" if opts.onnx_path else "torch", opts.checkpoint.load_kwargs()))
     proto = load_fp32_step_graph(opts.ckpt, opts.onnx_path, opts.batch_mode, opts.checkpoint)
     say = (lambda s: None) if opts.as_json else (lambda s: click.echo(s, err=True))
     keep = opts.keep_list()

@@ -107,17 +107,44 @@ def parse_in_shape(value: str | None) -> list[int] | None:
     return shape
 
 
-def load_sequences(data: str, max_sequences: int | None, batch_size: int) -> Any:
-    """Check ``--max-sequences``/``--batch-size`` and load the ``--data`` sequences (the first N of them)."""
+def load_sequences(data: str, max_sequences: int | None, batch_size: int, model: Any = None) -> Any:
+    """Check ``--max-sequences``/``--batch-size`` and read the ``--data`` sequences (the first N of them) with
+    :func:`gmg_deploy.frames.read_frames`; ``model``: the model's metadata, or a function returning it (e.g.
+    :func:`model_metadata`), asked only when the data needs it (a video, a 4-D array, a PNG folder)."""
     from gmg_deploy.errors import InputError
-    from gmg_deploy.evaluate.rollout import load_frames_npy
+    from gmg_deploy.frames import read_frames
 
     if max_sequences is not None and max_sequences < 1:
         raise InputError(f"--max-sequences={max_sequences} must be >= 1")
     if batch_size < 1:
         raise InputError(f"--batch-size={batch_size} must be >= 1")
-    frames = load_frames_npy(data, "--data")
+    frames = read_frames(data, what="--data", model=model)
     return frames if max_sequences is None else frames[:max_sequences]
+
+
+def model_metadata(path: str, backend: str = "auto", load_kwargs: Mapping[str, Any] | None = None) -> GraphMetadata:
+    """A model's metadata (``config.in_shape``, ``test_mean``/``test_std``) without opening it to run: a graph's,
+    an engine's sidecar, a checkpoint's (``load_kwargs``: :func:`load_checkpoint`'s); what the frame reader needs
+    to read a video or a 4-D array for it."""
+    from gmg_deploy.errors import InputError
+    from gmg_deploy.graph.metadata import GraphMetadata
+    from gmg_deploy.runtime.forecaster import pick_backend
+
+    kind = pick_backend(path, backend)
+    if kind == "triton":
+        raise InputError(f"{path} is a served model, whose frame size is known only once it is opened; give --data "
+                         "as (N,T,C,H,W) .npy/.npz frames")
+    if kind == "tensorrt":
+        from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
+
+        return read_sidecar(sidecar_path(path))[0]
+    if kind == "torch":
+        from gmg_deploy.model import load_checkpoint
+
+        m = load_checkpoint(path, **dict(load_kwargs or {}))
+        return GraphMetadata.build(m.config, graph="step", warp=m.warp_form, batch_mode="invariant", batch=None,
+                                   test_mean=m.test_mean, test_std=m.test_std)
+    return GraphMetadata.read(path)
 
 
 def load_graph(path: str) -> tuple[Any, GraphMetadata]:

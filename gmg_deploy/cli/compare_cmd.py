@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from gmg_deploy.cli.common import OneLineCommand, load_sequences, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, load_sequences, model_metadata, one_line_errors
 from gmg_deploy.cli.model_options import CheckpointOptions, checkpoint_options
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.runtime.forecaster import BACKENDS
@@ -33,7 +33,8 @@ _KNOWN_SUFFIXES = {".plan", ".engine", ".onnx", ".ckpt", ".pth", ".pt"}
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("reference")
 @click.argument("candidate")
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Sequences (N,T,C,H,W) .npy/.npz.")
+@click.option("--data", required=True, type=click.Path(), help="Sequences: .npy/.npz (N,T,C,H,W) (uint8 scaled by "
+              "1/255), a folder of PNG frames or a video file (one sequence each).")
 @click.option("--max-sequences", type=int, default=None, help="Use at most N sequences.")
 @click.option("--batch-size", type=int, default=8, show_default=True,
               help="Sequences per ONNX Runtime call (more: faster, more memory); streams per side on the "
@@ -129,7 +130,9 @@ def _run(opts: CompareOptions) -> None:
 
         raise InputError("--precision-hint applies to an OpenVINO side; add --candidate-backend openvino "
                          "(or --reference-backend openvino)")
-    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size)
+    ref = side_of(opts.reference, opts.reference_backend, opts)
+    frames = load_sequences(opts.data, opts.max_sequences, opts.batch_size,
+                            model=lambda: model_metadata(ref.path, ref.backend, ref.options))
     cmp = compare_models(side_of(opts.reference, opts.reference_backend, opts),
                          side_of(opts.candidate, opts.candidate_backend, opts), frames,
                          batch_size=opts.batch_size, threads=opts.threads, spin=not opts.no_spin,

@@ -157,7 +157,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     from gmg_deploy.evaluate.metrics import all_metrics
     from gmg_deploy.evaluate.strip_gif import write_strip_gif
     from gmg_deploy.runtime.buffers import check_horizon_budget
-    from gmg_deploy.runtime.inputs import count_sequences, load_frames
+    from gmg_deploy.frames import count_sequences, read_frames
 
     input_path, model, pre, aft, clip = opts.inputs[0], opts.forecaster.model, opts.pre, opts.aft, opts.clip
     thresholds = _parse_thresholds(opts.csi_thresholds) if opts.metrics else []
@@ -170,7 +170,7 @@ def _run_arrays(opts: InferOptions) -> dict[str, Any]:
     check_not_input(gif_path, read, "--gif")
     fc = opts.forecaster.open(streams=count_sequences(input_path))
     cfg = fc.config
-    frames = load_frames(input_path, fc.frame_shape)
+    frames = read_frames(input_path, fc.frame_shape)
     pre = cfg.pre_seq_length if pre is None else pre
     aft = cfg.aft_seq_length if aft is None else aft
     N, T = frames.shape[:2]

@@ -139,7 +139,8 @@ def _stream(fc: Any, inputs: list[str], video: VideoOptions, out: str | None, gi
     serve = parse_serve(video.serve) if video.serve is not None else None
     K = fc.config.aft_seq_length if video.horizon is None else video.horizon
     check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
-    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, video.fit)  # refuses C not in (1, 3) early
+    pre = Preprocessor(fc.frame_shape, video.fit, fc.metadata.test_mean, fc.metadata.test_std)  # refuses C not in
+    # (1, 3) early
     def note(text: str) -> None:  # a note (e.g. a source lost) starts on its own line, after the progress line
         progress.end()
         click.echo(text, err=True)

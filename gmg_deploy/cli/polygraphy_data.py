@@ -93,9 +93,9 @@ def _reference(env: dict[str, str]) -> tuple[Any, GraphMetadata, str]:
 def _frames(env: dict[str, str], n: int) -> Any:
     data = env.get(ENV_DATA)
     if data:
-        from gmg_deploy.evaluate.rollout import load_frames_npy
+        from gmg_deploy.frames import read_frames
 
-        return load_frames_npy(data, ENV_DATA)[:n]
+        return read_frames(data, what=ENV_DATA)[:n]
     from gmg_deploy.data.demo import demo_dataset
 
     return demo_dataset("test", n=n)

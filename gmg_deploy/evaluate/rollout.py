@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from gmg_deploy.checks import check_finite_frames, check_frames, check_not_8bit_floats, check_numpy_file
+from gmg_deploy.checks import check_frames
 from gmg_deploy.errors import InputError
 from gmg_deploy.graph.metadata import GraphMetadata, as_metadata, load_graph
 from gmg_deploy.graph.signature import GraphSignature, state_in, state_out
@@ -109,27 +109,8 @@ def graph_metadata(model: Any) -> GraphMetadata:
 
 
 def load_frames_npy(path: str | Path, what: str = "data") -> np.ndarray:
-    """Load ``(N, T, C, H, W)`` sequences from a ``.npy`` file, or a ``.npz`` holding ``frames`` or one array."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} file {p} does not exist")
-    check_numpy_file(p, f"{what} file")
-    try:
-        obj = np.load(p, allow_pickle=False)
-    except MemoryError:
-        raise InputError(f"{what} file {p} ({p.stat().st_size / 2**20:.0f} MiB) does not fit in this process's "
-                         "memory; give fewer sequences or raise the memory limit (ulimit -v)") from None
-    except (ValueError, OSError):
-        raise InputError(f"{what} file {p} is not a NumPy .npy/.npz array file") from None
-    if hasattr(obj, "files"):
-        if "frames" not in obj.files and len(obj.files) != 1:
-            raise InputError(f"{what} file {p} holds arrays {obj.files[:5]}; keep one, or name the frames 'frames'")
-        obj = obj["frames" if "frames" in obj.files else obj.files[0]]
-    a = np.asarray(obj)
-    if a.ndim == 4:  # a single sequence (T, C, H, W)
-        a = a[None]
-    if a.ndim != 5:
-        raise InputError(f"{what} file {p} holds shape {a.shape}; expected (N, T, C, H, W) sequences")
-    check_finite_frames(a, f"{what} file {p}")
-    check_not_8bit_floats(a, f"{what} file {p}")
-    return a
+    """``(N, T, C, H, W)`` float32 sequences of ``path`` (:func:`gmg_deploy.frames.read_frames`: ``.npy``/``.npz``,
+    a PNG folder; a 4-D array is one sequence), errors naming the ``{what} file``."""
+    from gmg_deploy.frames import read_frames
+
+    return read_frames(path, what=f"{what} file")

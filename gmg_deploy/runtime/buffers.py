@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import torch
 
 from gmg_deploy.errors import InputError
+from gmg_deploy.frames.budget import BUDGET_ENV, memory_budget  # one budget: defined below the frame reader
 
 #: How many buffer sets a backend holds (observed state + two for ping-pong).
 NUM_SETS = 3
@@ -41,32 +42,6 @@ class BufferSet:
 
     def tensors(self) -> list[torch.Tensor]:
         return [self.pred, *self.state.values()]
-
-
-#: Environment variable overriding the memory budget for buffers (MiB).
-BUDGET_ENV = "GMG_MEMORY_BUDGET_MB"
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes the streaming buffers may take: ``$GMG_MEMORY_BUDGET_MB``, else a quarter of the memory now
-    available on ``device`` (the engine's own working memory grows with the batch as well)."""
-    env = os.environ.get(BUDGET_ENV)
-    if env:
-        try:
-            return int(float(env) * 2**20)
-        except ValueError:
-            raise InputError(f"{BUDGET_ENV}={env!r} is not a number of MiB") from None
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 4
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 // 4
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
 
 
 def _human(n: int) -> str:

@@ -44,8 +44,8 @@ def fit_boxes(src_size: tuple[int, int], dst_size: tuple[int, int], fit: str) ->
     if fit == "crop":
         s = max(W / w, H / h)
         cw, ch = W / s, H / s
-        x0, y0 = (w - cw) / 2.0, (h - ch) / 2.0
-        return (x0, y0, x0 + cw, y0 + ch), (0, 0, W, H)
+        x0, y0 = max((w - cw) / 2.0, 0.0), max((h - ch) / 2.0, 0.0)  # rounding: W / (W / w) can exceed w
+        return (x0, y0, min(x0 + cw, float(w)), min(y0 + ch, float(h))), (0, 0, W, H)
     if fit == "pad":
         s = min(W / w, H / h)
         tw, th = max(1, min(W, round(w * s))), max(1, min(H, round(h * s)))
