@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.graph.metadata import GraphMetadata
+from gmg_deploy.graph.signature import GraphSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
@@ -28,6 +29,9 @@ from gmg_deploy.checks import check_frames
 from gmg_deploy.runtime.validation import check_slots
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton", "openvino")
+#: How a model served by Triton is named (``triton://HOST:PORT[,HOST:PORT...]/NAME``, parsed by
+#: :func:`gmg_deploy.runtime.triton_backend.parse_urls`).
+TRITON_SCHEME = "triton://"
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pth": "torch", ".pt": "torch"}
 
@@ -36,7 +40,7 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
     """The backend for ``path``: ``backend`` itself, or by file type when ``"auto"``."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    if str(path).startswith("triton://"):
+    if str(path).startswith(TRITON_SCHEME):
         if backend not in ("auto", "triton"):
             raise InputError(f"{path} is a Triton model URL, not a file for backend {backend!r}")
         return "triton"
@@ -158,11 +162,12 @@ class Forecaster:
         return self.backend.config
 
     @property
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> GraphMetadata:
+        """The graph's metadata (typed; also a read-only mapping over its JSON)."""
         return self.backend.metadata
 
     @property
-    def signature(self) -> StepSignature:
+    def signature(self) -> GraphSignature:
         """The step graph's I/O contract (names, order, shapes, dtypes) the backend runs."""
         return self.backend.signature
 

@@ -1,6 +1,7 @@
 """PyTorch backend: a checkpoint on any device, optionally one CUDA graph per step kind.
 
-Its metadata (hence its :class:`StepSignature` and buffers) is what exporting the model would write.
+Its metadata (a :class:`GraphMetadata`, hence its :class:`GraphSignature` and buffers) is what exporting the
+model would write.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import build_metadata
+from gmg_deploy.graph.metadata import GraphMetadata
 from gmg_deploy.model.config import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
@@ -42,7 +43,7 @@ class TorchBackend(StepBackend):
         if cuda_graph and self.device.type != "cuda":
             raise InputError("cuda_graph=True needs device='cuda'")
         self._set_batch_size(batch_size)
-        self._set_metadata(build_metadata(
+        self._set_metadata(GraphMetadata.build(
             model.config, graph="step", warp=model.warp_form, batch_mode=batch_mode, batch=None,
             test_mean=model.test_mean, test_std=model.test_std,
         ), "model")
@@ -96,3 +97,4 @@ class TorchBackend(StepBackend):
         with torch.cuda.graph(graph):
             self._step(*key)
         return graph
+
