@@ -14,7 +14,7 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -111,24 +111,30 @@ class Forecaster:
         backend: str = "auto",
         device: str = "cpu",
         batch_size: int = 1,
+        checkpoint: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> "Forecaster":
         """Open a TensorRT engine (``.plan``/``.engine``), an ONNX step graph or a ``.ckpt``/``.pth``, or a
         model served by Triton (``triton://HOST:PORT/NAME``, gRPC; one Triton sequence per slot).
 
-        ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
-        the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
-        ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
-        ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
+        ``backend="auto"`` picks by file type. ``checkpoint`` (``torch`` only) holds the :func:`load_checkpoint`
+        options (``trust_checkpoint``, ``config_file``, ``in_shape``, ``pre_seq_length``, ``aft_seq_length``,
+        ``arch``, ``warp``, ``warp_gate``; also accepted flat, the older spelling). Extra keyword arguments go to
+        the backend: for ``torch`` ``batch_mode``/``cuda_graph``; for ``onnxruntime``
+        ``io_binding``/``threads``/``spin``; for ``tensorrt`` ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
         bounding the END requests of :meth:`close`) and ``replay`` (frames per slot replayed on a failover,
         default ``pre``; ``triton://H1:P1,H2:P2/NAME`` lists replicas: sticky routing, failover); for ``openvino`` (an .onnx graph, ``device``
         ``CPU``/``GPU``/``NPU``/``AUTO``) ``precision_hint``/``threads``/``cache_dir``.
         """
         kind = pick_backend(path, backend)
+        if checkpoint and kind != "torch":
+            raise InputError(f"checkpoint= options ({', '.join(checkpoint)}) apply to a checkpoint (.ckpt/.pth), "
+                             f"not to {path} (backend {kind}): a graph or engine carries its configuration")
         if kind == "torch":
             from gmg_deploy.runtime.torch_backend import TorchBackend
 
-            runner: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+            runner: StepBackend = TorchBackend.from_checkpoint(path, checkpoint=checkpoint, device=device,
+                                                               batch_size=batch_size, **kwargs)
         elif kind == "triton":
             from gmg_deploy.runtime.triton_backend import TritonBackend
 
