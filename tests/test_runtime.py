@@ -274,3 +274,20 @@ def test_cuda_missing_is_one_clear_error(onnx_models, gmg_ckpt):
         Forecaster.open(onnx_models["gmg_tiny"], device="cuda")
     with pytest.raises(InputError, match="cuda_graph=True needs device='cuda'"):
         Forecaster.open(gmg_ckpt, cuda_graph=True)
+
+
+def test_checkpoint_options_travel_as_one_mapping(onnx_models, gmg_ckpt):
+    """``checkpoint=`` holds the load_checkpoint options; the older flat keywords still work; both ways at once, an
+    unknown option, or checkpoint options for a graph are one InputError."""
+    with Forecaster.open(gmg_ckpt, checkpoint={"warp_gate": "motionrnn", "trust_checkpoint": False}) as fc:
+        assert fc.backend_name == "torch" and fc.config.warp_gate == "motionrnn"
+    with Forecaster.open(gmg_ckpt, warp_gate="motionrnn", checkpoint={"trust_checkpoint": False}) as fc:
+        assert fc.config.warp_gate == "motionrnn"
+    with pytest.raises(InputError, match="warp_gate given both in checkpoint= and as a keyword argument"):
+        Forecaster.open(gmg_ckpt, warp_gate="motionrnn", checkpoint={"warp_gate": "motionrnn"})
+    with pytest.raises(InputError, match="checkpoint= has unknown option"):
+        Forecaster.open(gmg_ckpt, checkpoint={"cuda_graph": True})
+    with pytest.raises(InputError, match=r"checkpoint= options \(trust_checkpoint\) apply to a checkpoint"):
+        Forecaster.open(onnx_models["gmg_tiny"], checkpoint={"trust_checkpoint": True})
+    with Forecaster.open(onnx_models["gmg_tiny"], checkpoint={}) as fc:  # empty: nothing to refuse
+        assert fc.backend_name == "onnxruntime"

@@ -1,7 +1,7 @@
 """Known TensorRT pitfalls as data: version range, graph pattern, source issue, advice (``gmg-build``, ``gmg-doctor``).
 
 :data:`PITFALLS` is the one table. :func:`pitfalls_for` lists the rows that apply to a graph (its gmg-deploy
-metadata, :func:`gmg_deploy.export.metadata.read_metadata`) on a TensorRT version; :func:`pitfalls_in` the
+metadata, :class:`gmg_deploy.graph.metadata.GraphMetadata` or its dict) on a TensorRT version; :func:`pitfalls_in` the
 rows whose version range holds a version (``gmg-doctor``). A row with ``requires_verify`` means: an engine
 built from such a graph must be checked against ONNX Runtime FP32 on real data (``gmg-build --verify``).
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET
+from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
 
 
 @dataclass(frozen=True)
@@ -36,25 +37,25 @@ class Pitfall:
         return f"{self.id} (TensorRT {self.versions or '*'}, {self.source}): {self.pattern}; {self.advice}"
 
 
-def _fp16_with_fp32_gridsample(meta: dict[str, Any], opset: int | None) -> bool:
+def _fp16_with_fp32_gridsample(meta: GraphMetadata, opset: int | None) -> bool:
     """An FP16 graph whose GridSample sits in the FP32 warp island (``fp32_islands.warp``; graphs that do not
     record their islands were made with the default ones, which include the warp)."""
-    if meta.get("precision") != "fp16" or meta.get("warp", "gridsample") != "gridsample":
+    if meta.precision != "fp16" or meta.warp != "gridsample":
         return False
-    islands = meta.get("fp32_islands")
+    islands = meta.fp32_islands
     if not isinstance(islands, dict):
         return True
     return bool(islands.get("warp"))
 
 
-def _gridsample_at_bad_opset(meta: dict[str, Any], opset: int | None) -> bool:
+def _gridsample_at_bad_opset(meta: GraphMetadata, opset: int | None) -> bool:
     """A GridSample graph at opset >= 20 (only known when the opset is given or recorded in the metadata)."""
-    opset = opset if opset is not None else meta.get("opset")
-    return meta.get("warp", "gridsample") == "gridsample" and opset is not None and int(opset) >= GRIDSAMPLE_BAD_OPSET
+    opset = opset if opset is not None else meta.opset
+    return meta.warp == "gridsample" and opset is not None and int(opset) >= GRIDSAMPLE_BAD_OPSET
 
 
 #: The table: (pitfall, does its graph pattern match ``(meta, opset)``).
-_TABLE: tuple[tuple[Pitfall, Callable[[dict[str, Any], int | None], bool]], ...] = (
+_TABLE: tuple[tuple[Pitfall, Callable[[GraphMetadata, int | None], bool]], ...] = (
     (Pitfall(
         id="fp16-fp32-gridsample",
         versions=">=10.14.1.48",
@@ -139,16 +140,19 @@ def pitfalls_in(trt_version: str | None) -> list[Pitfall]:
     return [p for p in PITFALLS if _version_matches(trt_version, p.versions)]
 
 
-def pitfalls_for(trt_version: str, meta: dict, *, opset: int | None = None) -> list[Pitfall]:
+def pitfalls_for(trt_version: str, meta: GraphMetadata | Mapping[str, Any], *,
+                 opset: int | None = None) -> list[Pitfall]:
     """The pitfalls that apply to a graph with gmg-deploy metadata ``meta`` built with TensorRT ``trt_version``.
 
     ``opset`` (the graph's default-domain opset, :func:`gmg_deploy.export.trt_lint.graph_opset`) enables the
-    opset-dependent rows; without it (and no ``meta["opset"]``) they are not reported. An unreadable version
+    opset-dependent rows; without it (and no recorded ``opset``) they are not reported. An unreadable version
     (``"unknown"``) matches every version range.
     """
-    return [p for p, applies in _TABLE if _version_matches(trt_version, p.versions) and applies(meta, opset)]
+    m = as_metadata(meta)
+    return [p for p, applies in _TABLE if _version_matches(trt_version, p.versions) and applies(m, opset)]
 
 
-def needs_verify(trt_version: str, meta: dict, *, opset: int | None = None) -> list[Pitfall]:
+def needs_verify(trt_version: str, meta: GraphMetadata | Mapping[str, Any], *,
+                 opset: int | None = None) -> list[Pitfall]:
     """The applicable pitfalls that make verification on data mandatory (empty: none)."""
     return [p for p in pitfalls_for(trt_version, meta, opset=opset) if p.requires_verify]

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from gmg_deploy.errors import BuildError
-from gmg_deploy.export.metadata import signature_of
+from gmg_deploy.graph.metadata import GraphMetadata, signature_of
+
+#: A graph's metadata: a :class:`GraphMetadata`, or its JSON dict.
+Metadata = GraphMetadata | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -15,9 +18,11 @@ class BatchRange:
     max: int
 
 
-def batch_range(meta: dict[str, Any], min_batch: int | None, opt_batch: int | None, max_batch: int | None) -> BatchRange:
-    """Validate the requested batch range against the graph (a fixed-batch graph allows only its batch)."""
-    fixed = meta.get("batch")
+def batch_range(meta: Metadata, min_batch: int | None, opt_batch: int | None, max_batch: int | None) -> BatchRange:
+    """Validate the requested batch range against the graph (a fixed-batch graph allows only its batch).
+
+    ``meta``: the graph's metadata, or any mapping holding just its ``batch`` (None: dynamic)."""
+    fixed = meta.batch if isinstance(meta, GraphMetadata) else meta.get("batch")  # {"batch": N} alone is enough
     if fixed:
         for name, v in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
             if v is not None and v != fixed:
@@ -34,13 +39,13 @@ def batch_range(meta: dict[str, Any], min_batch: int | None, opt_batch: int | No
     return BatchRange(lo, opt, hi)
 
 
-def input_shapes(meta: dict[str, Any]) -> dict[str, list[int]]:
+def input_shapes(meta: Metadata) -> dict[str, list[int]]:
     """Every graph input's shape with batch 0 as a placeholder, in the signature's order (frame/frames first,
     then state_in.*)."""
     return {t.name: [int(d) for d in t.shape] for t in signature_of(meta).inputs(0)}
 
 
-def profile_shapes(meta: dict[str, Any], rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:
+def profile_shapes(meta: Metadata, rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:
     """Input name -> (min, opt, max) shapes for ``IOptimizationProfile.set_shape``."""
     out = {}
     for name, shape in input_shapes(meta).items():

@@ -10,7 +10,8 @@ Content (written by ``gmg-build``)::
      "verification": {"status": "unverified"} | {"status": "passed"|"failed", "passed": bool, "data":
                       {"path", "shape", "sha256"}, "reference", "limit", "max_abs_limit", "worst_drop", ...}}
 
-The runtime reads ``metadata`` and ``io`` back (:func:`read_sidecar`); the rest documents the build.
+The runtime reads ``metadata`` (as a :class:`gmg_deploy.graph.metadata.GraphMetadata`, checked once) and ``io``
+back (:func:`read_sidecar`); the rest documents the build.
 ``gmg-build --verify`` records ``verification`` (:func:`record_verification`); :func:`verification_note`
 is the one line the runtime prints for an engine that is unverified or failed it.
 """
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, normalise_dtype
 from gmg_deploy.engine.profile import BatchRange
-from gmg_deploy.export.metadata import SCHEMA_VERSION, MetadataError
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata
 from gmg_deploy.io import atomic_write_text
 
 SIDECAR_SCHEMA = 1
@@ -44,7 +45,7 @@ def io_record(name: str, is_input: bool, shape: Sequence[int], dtype: Any) -> di
 
 
 def build_sidecar(
-    meta: dict[str, Any],
+    meta: GraphMetadata | Mapping[str, Any],
     *,
     onnx_path: str,
     trt_version: str,
@@ -58,20 +59,21 @@ def build_sidecar(
 ) -> dict[str, Any]:
     """The sidecar content: what the engine was built from, for what, and its I/O tensors.
 
-    ``io`` holds one :func:`io_record` per tensor.
+    ``io`` holds one :func:`io_record` per tensor; ``meta`` is the source graph's metadata (or its dict).
     """
+    m = as_metadata(meta)
     return {
         "schema": SIDECAR_SCHEMA,
         "tensorrt_version": trt_version,
         "strongly_typed": True,
         "gpu": {"name": gpu_name, "compute_capability": f"{compute_capability[0]}.{compute_capability[1]}"},
-        "precision": meta.get("precision", "fp32"),
+        "precision": m.precision,
         "onnx": str(onnx_path),
         "batch": {"min": batch.min, "opt": batch.opt, "max": batch.max},
         "workspace_mib": workspace_mib,
         "build_seconds": None if build_seconds is None else round(build_seconds, 2),
         "io": io,
-        "metadata": meta,
+        "metadata": m.to_dict(),
         "verification": dict(UNVERIFIED, reason=unverified_reason) if unverified_reason else dict(UNVERIFIED),
     }
 
@@ -92,27 +94,34 @@ def _spec_from_record(r: Any, where: str) -> TensorSpec:
                             "rebuild the engine") from None
 
 
-def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
-    """-> ``(metadata, the io recorded in the sidecar, or None when it records none)``."""
+def read_sidecar_doc(path: str | Path, missing: str | None = None) -> dict[str, Any]:
+    """The sidecar file's whole JSON object (one :class:`MetadataError` when it is missing or not a JSON object;
+    ``missing`` is that error's text when it does not exist). Its ``metadata``: :func:`read_sidecar`."""
     p = Path(path)
+    missing = missing or f"engine sidecar {p} does not exist; rebuild the engine with gmg-build"
     try:
         doc = json.loads(p.read_text())
     except FileNotFoundError:
-        raise MetadataError(f"TensorRT engine sidecar {p} does not exist; rebuild with gmg-build (it writes the "
-                            "engine's metadata beside the .plan), or copy the engine's .plan.json next to it "
-                            "(Python: Forecaster.open(engine, metadata_path=SOURCE.onnx))") from None
+        raise MetadataError(missing) from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
     if not isinstance(doc, dict):
         raise MetadataError(f"engine sidecar {p} holds no JSON object; rebuild the engine with gmg-build")
+    return doc
+
+
+def read_sidecar(path: str | Path) -> tuple[GraphMetadata, EngineIO | None]:
+    """-> ``(metadata, the io recorded in the sidecar, or None when it records none)``."""
+    p = Path(path)
+    doc = read_sidecar_doc(p, f"TensorRT engine sidecar {p} does not exist; rebuild with gmg-build (it writes the "
+                       "engine's metadata beside the .plan), or copy the engine's .plan.json next to it "
+                       "(Python: Forecaster.open(engine, metadata_path=SOURCE.onnx))")
     if doc.get("schema", SIDECAR_SCHEMA) != SIDECAR_SCHEMA:
         raise MetadataError(f"engine sidecar {p} has schema {doc.get('schema')!r}, this version reads "
                             f"{SIDECAR_SCHEMA}; rebuild the engine with this gmg-build")
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict):
+    if not isinstance(doc.get("metadata"), dict):
         raise MetadataError(f"engine sidecar {p} has no gmg-deploy metadata; rebuild the engine with gmg-build")
-    if meta.get("schema") != SCHEMA_VERSION:
-        raise MetadataError(f"engine sidecar {p}: metadata schema {meta.get('schema')} is not {SCHEMA_VERSION}")
+    meta = GraphMetadata(doc["metadata"], f"engine sidecar {p}")  # schema, config, names: checked once
     records = doc.get("io")
     if records is not None and not isinstance(records, list):
         raise MetadataError(f"engine sidecar {p}: 'io' is not a list; rebuild the engine with gmg-build")
@@ -123,14 +132,7 @@ def read_sidecar(path: str | Path) -> tuple[dict[str, Any], EngineIO | None]:
 def record_verification(sidecar: str | Path, record: dict[str, Any]) -> None:
     """Set the sidecar file's ``verification`` to ``record`` (rewritten atomically; the rest is kept)."""
     p = Path(sidecar)
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise MetadataError(f"engine sidecar {p} does not exist; rebuild the engine with gmg-build") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        raise MetadataError(f"engine sidecar {p} is not valid JSON; rebuild the engine with gmg-build") from None
-    if not isinstance(doc, dict):
-        raise MetadataError(f"engine sidecar {p} holds no JSON object; rebuild the engine with gmg-build")
+    doc = read_sidecar_doc(p)
     doc["verification"] = record
     atomic_write_text(p, json.dumps(doc, indent=2, sort_keys=True))
 
@@ -140,10 +142,8 @@ def verification_note(engine: str | Path, sidecar: str | Path | None = None) -> 
     (or when there is no readable sidecar: the metadata reader reports that)."""
     p = Path(sidecar) if sidecar is not None else sidecar_path(engine)
     try:
-        doc = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict):
+        doc = read_sidecar_doc(p)
+    except MetadataError:
         return None
     v = doc.get("verification")
     if not isinstance(v, dict) or v.get("status", "unverified") == "unverified":
@@ -162,7 +162,7 @@ def verification_note(engine: str | Path, sidecar: str | Path | None = None) -> 
 def recorded_batch(plan: str | Path) -> tuple[int, int] | None:
     """The ``(min, max)`` batch of the engine's optimization profile from its sidecar, or None if not recorded."""
     try:
-        b = json.loads(sidecar_path(plan).read_text()).get("batch") or {}
+        b = read_sidecar_doc(sidecar_path(plan)).get("batch") or {}
         return int(b["min"]), int(b["max"])
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    except (MetadataError, ValueError, AttributeError, KeyError, TypeError):
         return None

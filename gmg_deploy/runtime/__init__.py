@@ -1,4 +1,6 @@
-"""Stage 5: streaming runtime (state kept on the device) over TensorRT, ONNX Runtime or PyTorch."""
+"""The streaming runtime: :class:`Forecaster` observes frames and forecasts any horizon, the recurrent state kept
+where the model runs (on the device, or in the server), over TensorRT, ONNX Runtime, OpenVINO, PyTorch or Triton
+(one :class:`gmg_deploy.runtime.backend.StepBackend` each)."""
 from gmg_deploy.errors import InputError
 from gmg_deploy.runtime.forecaster import BACKENDS, Forecaster, StreamState, pick_backend
 

@@ -1,8 +1,8 @@
 """The template every streaming backend follows: shared checks and buffers here, one recurrent step per backend.
 
 A backend's constructor calls, in this order, :meth:`StepBackend._set_batch_size`,
-:meth:`StepBackend._set_metadata` (a step graph fit for that batch; its :class:`StepSignature`, config
-and batch mode), :meth:`StepBackend._set_device` and, once its engine is loaded,
+:meth:`StepBackend._set_metadata` (a step graph fit for that batch: its :class:`GraphMetadata`, whose
+signature, config and batch mode it keeps), :meth:`StepBackend._set_device` and, once its engine is loaded,
 :meth:`StepBackend._allocate` (buffers shaped by the signature). :meth:`StepBackend.run` checks the
 buffer-set indices and calls the backend's :meth:`StepBackend.run_impl`: that, and loading, is all a
 backend implements (the role of Polygraphy's ``BaseRunner.infer()`` -> ``infer_impl()``).
@@ -10,13 +10,13 @@ backend implements (the role of Polygraphy's ``BaseRunner.infer()`` -> ``infer_i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import MetadataError, config_from_metadata, signature_of
-from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata
+from gmg_deploy.graph.signature import GraphSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.buffers import NUM_SETS, BufferSet, allocate_sets, check_buffer_budget, torch_dtype
 
@@ -40,17 +40,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 _GRAPH_HINTS = {"step": "a step graph (gmg-export --graph step)", "forecast": "a forecast graph (--graph forecast)"}
 
 
-def check_step_metadata(meta: dict[str, Any], where: str, batch_size: int, kinds: tuple[str, ...] = ("step",)) -> None:
+def check_step_metadata(meta: GraphMetadata | Mapping[str, Any], where: str, batch_size: int,
+                        kinds: tuple[str, ...] = ("step",)) -> None:
     """The metadata describes a graph of one of ``kinds`` usable with ``batch_size`` streams, else one clear error."""
-    if meta.get("graph") not in kinds:
+    m = as_metadata(meta, where)
+    if m.graph not in kinds:
         raise MetadataError(
-            f"{where} is a {meta.get('graph')!r} graph; the streaming runtime needs "
+            f"{where} is a {m.graph!r} graph; the streaming runtime needs "
             + " or ".join(_GRAPH_HINTS.get(k, f"a {k} graph") for k in kinds)
         )
-    fixed = meta.get("batch")
-    if fixed is not None and int(fixed) != batch_size:
+    if m.batch is not None and m.batch != batch_size:
         raise MetadataError(
-            f"{where} was exported for batch {fixed}, but batch_size={batch_size}; use --batch-size {fixed} "
+            f"{where} was exported for batch {m.batch}, but batch_size={batch_size}; use --batch-size {m.batch} "
             "or export with a dynamic batch"
         )
 
@@ -59,11 +60,11 @@ class StepBackend(ABC):
     """Owns the buffers (three :class:`BufferSet` and one staging ``frame_in``) and runs steps on them."""
 
     name: str = "?"
-    #: Graph kinds (:data:`gmg_deploy.export.signature.GRAPH_KINDS`) this backend runs.
+    #: Graph kinds (:data:`gmg_deploy.graph.signature.GRAPH_KINDS`) this backend runs.
     graph_kinds: tuple[str, ...] = ("step",)
     config: ModelConfig
-    metadata: dict[str, Any]
-    signature: StepSignature
+    metadata: GraphMetadata
+    signature: GraphSignature
     batch_size: int
     device: torch.device
     batch_mode: str
@@ -82,16 +83,16 @@ class StepBackend(ABC):
         if self.batch_size < 1:
             raise InputError(f"batch_size={batch_size} must be >= 1")
 
-    def _set_metadata(self, metadata: dict[str, Any], where: str) -> None:
-        """Accept the metadata of a graph of :attr:`graph_kinds` for ``self.batch_size`` streams; keep its
-        signature and config."""
-        check_step_metadata(metadata, where, self.batch_size, self.graph_kinds)
-        self.metadata = metadata
-        self.signature = signature_of(metadata)
-        if not self.signature.matches(metadata.get("inputs", []), metadata.get("outputs", [])):
-            raise MetadataError(f"{where}: the metadata's input/output names disagree with its state list; re-export")
-        self.config = config_from_metadata(metadata)
-        self.batch_mode = metadata.get("batch_mode", "invariant")
+    def _set_metadata(self, metadata: GraphMetadata | Mapping[str, Any], where: str) -> None:
+        """Accept the metadata (a :class:`GraphMetadata`, or its JSON dict: checked once here, names against the
+        state list included) of a graph of :attr:`graph_kinds` for ``self.batch_size`` streams; keep it and its
+        signature, config and batch mode."""
+        meta = as_metadata(metadata, where)
+        check_step_metadata(meta, where, self.batch_size, self.graph_kinds)
+        self.metadata = meta
+        self.signature = meta.signature
+        self.config = meta.config
+        self.batch_mode = meta.batch_mode
 
     def _require_device_type(self, device: str | torch.device, kind: str) -> None:
         """Refuse a device of another type than ``kind`` before any engine work (no CUDA needed to say so)."""

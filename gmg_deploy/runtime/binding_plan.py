@@ -2,7 +2,7 @@
 
 The TensorRT backend describes its engine as :class:`gmg_deploy.engine.engine_io.EngineIO` (names, I/O
 mode, shapes with -1 for dynamic axes, dtypes, optimisation-profile ranges) and :func:`make_binding_plan`
-checks it against the :class:`gmg_deploy.export.signature.StepSignature` of the gmg-deploy metadata it was
+checks it against the :class:`gmg_deploy.graph.signature.GraphSignature` of the gmg-deploy metadata it was
 built from (read from the ``MODEL.plan.json`` sidecar by :func:`gmg_deploy.engine.sidecar.read_sidecar`).
 The resulting :class:`BindingPlan` says which shape to set on each input and which runtime buffer (frame,
 prediction, state) each tensor is bound to.
@@ -10,11 +10,14 @@ prediction, state) each tensor is bound to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from gmg_deploy.engine.engine_io import EngineIO
-from gmg_deploy.export.metadata import MetadataError, signature_of
-from gmg_deploy.export.signature import TensorSig
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, signature_of
+from gmg_deploy.graph.signature import TensorSig
+
+#: A graph's metadata: a :class:`GraphMetadata`, or its JSON dict (whose :class:`GraphSignature` is asked).
+Metadata = GraphMetadata | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,17 @@ class BindingPlan:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def expected_io(meta: dict[str, Any]) -> dict[str, TensorSig]:
+def expected_io(meta: Metadata) -> dict[str, TensorSig]:
     """name -> what the metadata's step signature says of it (shape with None for a dynamic batch, dtype, role)."""
     return signature_of(meta).by_name()
 
 
-def check_engine_io(engine: EngineIO, meta: dict[str, Any], where: str) -> None:
+def check_engine_io(engine: EngineIO, meta: Metadata, where: str) -> None:
     """The engine's tensor names, modes, shapes and dtypes are those the metadata describes."""
-    if meta.get("graph") != "step":
-        raise MetadataError(f"{where} was built from a {meta.get('graph')!r} graph; the runtime needs a step graph")
-    want = expected_io(meta)
+    sig = signature_of(meta)
+    if sig.graph != "step":
+        raise MetadataError(f"{where} was built from a {sig.graph!r} graph; the runtime needs a step graph")
+    want = sig.by_name()
     names = {t.name for t in engine.tensors}
     missing = [n for n in want if n not in names]
     extra = sorted(names - set(want))
@@ -74,7 +78,7 @@ def check_engine_io(engine: EngineIO, meta: dict[str, Any], where: str) -> None:
                                 "the runtime needs fixed C,H,W and state shapes")
 
 
-def make_binding_plan(engine: EngineIO, meta: dict[str, Any], batch_size: int, where: str = "engine") -> BindingPlan:
+def make_binding_plan(engine: EngineIO, meta: Metadata, batch_size: int, where: str = "engine") -> BindingPlan:
     """Check ``engine`` against ``meta`` for ``batch_size`` streams and say how to bind it."""
     if batch_size < 1:
         raise MetadataError(f"batch_size={batch_size} must be >= 1")

@@ -4,7 +4,7 @@ A step reads the state (and, when running autoregressively, the prediction) of o
 next prediction and state into another. The observed state lives in one set; ``observe`` and
 ``forecast`` only ever write into the two other sets, so a failed call or a forecast never touches it,
 and no state is copied: the set that a step wrote becomes the next step's input. Shapes, order and dtypes
-come from the graph's :class:`gmg_deploy.export.signature.StepSignature` (see ``StepBackend._allocate``).
+come from the graph's :class:`gmg_deploy.graph.signature.GraphSignature` (see ``StepBackend._allocate``).
 """
 from __future__ import annotations
 

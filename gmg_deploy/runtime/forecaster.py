@@ -14,13 +14,14 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.signature import StepSignature
+from gmg_deploy.graph.metadata import GraphMetadata
+from gmg_deploy.graph.signature import GraphSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.buffers import other_sets
@@ -28,6 +29,9 @@ from gmg_deploy.checks import check_frames
 from gmg_deploy.runtime.validation import check_slots
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt", "triton", "openvino")
+#: How a model served by Triton is named (``triton://HOST:PORT[,HOST:PORT...]/NAME``, parsed by
+#: :func:`gmg_deploy.runtime.triton_backend.parse_urls`).
+TRITON_SCHEME = "triton://"
 _SUFFIX_BACKEND = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime",
                    ".ckpt": "torch", ".pth": "torch", ".pt": "torch"}
 
@@ -36,7 +40,7 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
     """The backend for ``path``: ``backend`` itself, or by file type when ``"auto"``."""
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is unknown; use one of {', '.join(BACKENDS)}")
-    if str(path).startswith("triton://"):
+    if str(path).startswith(TRITON_SCHEME):
         if backend not in ("auto", "triton"):
             raise InputError(f"{path} is a Triton model URL, not a file for backend {backend!r}")
         return "triton"
@@ -107,24 +111,30 @@ class Forecaster:
         backend: str = "auto",
         device: str = "cpu",
         batch_size: int = 1,
+        checkpoint: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> "Forecaster":
         """Open a TensorRT engine (``.plan``/``.engine``), an ONNX step graph or a ``.ckpt``/``.pth``, or a
         model served by Triton (``triton://HOST:PORT/NAME``, gRPC; one Triton sequence per slot).
 
-        ``backend="auto"`` picks by file type. Extra keyword arguments go to the backend: for ``torch``
-        the :func:`load_checkpoint` options (``trust_checkpoint``, ``config_file``, ``in_shape``, ...) and
-        ``batch_mode``/``cuda_graph``; for ``onnxruntime`` ``io_binding``/``threads``/``spin``; for ``tensorrt``
-        ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
+        ``backend="auto"`` picks by file type. ``checkpoint`` (``torch`` only) holds the :func:`load_checkpoint`
+        options (``trust_checkpoint``, ``config_file``, ``in_shape``, ``pre_seq_length``, ``aft_seq_length``,
+        ``arch``, ``warp``, ``warp_gate``; also accepted flat, the older spelling). Extra keyword arguments go to
+        the backend: for ``torch`` ``batch_mode``/``cuda_graph``; for ``onnxruntime``
+        ``io_binding``/``threads``/``spin``; for ``tensorrt`` ``cuda_graph``/``metadata_path``; for ``triton`` ``timeout`` (seconds per request, default 60, also
         bounding the END requests of :meth:`close`) and ``replay`` (frames per slot replayed on a failover,
         default ``pre``; ``triton://H1:P1,H2:P2/NAME`` lists replicas: sticky routing, failover); for ``openvino`` (an .onnx graph, ``device``
         ``CPU``/``GPU``/``NPU``/``AUTO``) ``precision_hint``/``threads``/``cache_dir``.
         """
         kind = pick_backend(path, backend)
+        if checkpoint and kind != "torch":
+            raise InputError(f"checkpoint= options ({', '.join(checkpoint)}) apply to a checkpoint (.ckpt/.pth), "
+                             f"not to {path} (backend {kind}): a graph or engine carries its configuration")
         if kind == "torch":
             from gmg_deploy.runtime.torch_backend import TorchBackend
 
-            runner: StepBackend = TorchBackend.from_checkpoint(path, device=device, batch_size=batch_size, **kwargs)
+            runner: StepBackend = TorchBackend.from_checkpoint(path, checkpoint=checkpoint, device=device,
+                                                               batch_size=batch_size, **kwargs)
         elif kind == "triton":
             from gmg_deploy.runtime.triton_backend import TritonBackend
 
@@ -158,11 +168,12 @@ class Forecaster:
         return self.backend.config
 
     @property
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> GraphMetadata:
+        """The graph's metadata (typed; also a read-only mapping over its JSON)."""
         return self.backend.metadata
 
     @property
-    def signature(self) -> StepSignature:
+    def signature(self) -> GraphSignature:
         """The step graph's I/O contract (names, order, shapes, dtypes) the backend runs."""
         return self.backend.signature
 

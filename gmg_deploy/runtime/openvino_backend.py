@@ -26,8 +26,8 @@ import torch
 
 from gmg_deploy.engine.openvino_import import import_openvino
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import MetadataError, read_metadata
-from gmg_deploy.export.signature import FRAME, state_in, state_out
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError
+from gmg_deploy.graph.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 
 #: OpenVINO device names the backend accepts (``GPU.1`` and the like also pass).
@@ -67,7 +67,7 @@ class OpenVINOBackend(StepBackend):
         self._ov = ov
         self.path = Path(path)
         self._set_batch_size(batch_size)
-        self._set_metadata(read_metadata(self.path), str(self.path))
+        self._set_metadata(GraphMetadata.read(self.path), str(self.path))
         self.ov_device = ov_device_name(device)
         self.device = torch.device("cpu")  # where the buffers live, whatever device OpenVINO computes on
         self.core = core if core is not None else ov.Core()
@@ -119,9 +119,9 @@ class OpenVINOBackend(StepBackend):
             return "f32"
         if hint not in PRECISION_HINTS:
             raise InputError(f"precision_hint {hint!r} is unknown; use one of {', '.join(PRECISION_HINTS)}")
-        if hint != "f32" and self.metadata.get("precision") not in (None, "fp32"):
+        if hint != "f32" and self.metadata.precision != "fp32":
             raise InputError(f"precision_hint {hint!r} applies to an FP32 graph; {self.path.name} is "
-                             f"{self.metadata.get('precision')} already (drop --precision-hint)")
+                             f"{self.metadata.precision} already (drop --precision-hint)")
         caps = self.device_capabilities() if not self.ov_device.startswith("AUTO") else []
         if hint != "f32" and not self.ov_device.startswith("AUTO") and PRECISION_HINTS[hint] not in caps:
             raise InputError(f"OpenVINO device {self.ov_device} has no {PRECISION_HINTS[hint]} support (its "

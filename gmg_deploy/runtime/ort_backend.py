@@ -8,7 +8,7 @@ buffers of :mod:`gmg_deploy.runtime.buffers`: on CPU to host memory, on CUDA (``
 device memory on torch's current stream, so state never leaves the device. One binding per step kind is
 built once and reused. ``io_binding=False`` uses plain ``session.run`` with NumPy views instead (CPU).
 Checks shared with the other backends (batch, step metadata, device) live in :class:`StepBackend`; the
-graph's I/O names are checked against its :class:`gmg_deploy.export.signature.StepSignature`.
+graph's I/O names are checked against its :class:`gmg_deploy.graph.signature.GraphSignature`.
 """
 from __future__ import annotations
 
@@ -20,23 +20,18 @@ import torch
 
 from gmg_deploy.checks import check_graph_weights
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import MetadataError, read_metadata
 from gmg_deploy.evaluate.ort_session import session_options
-from gmg_deploy.export.signature import FRAME, state_in, state_out
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, load_graph
+from gmg_deploy.graph.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
 
 
-def _read_checked(path: Path) -> dict[str, Any]:
-    """The graph's metadata, after refusing NaN/Inf weights (they would turn every forecast into NaN)."""
-    import onnx
-
-    meta = read_metadata(path)  # one clear error for a missing or non-ONNX file
-    try:
-        proto = onnx.load(str(path))
-    except Exception as e:  # external data missing or unreadable
-        raise MetadataError(f"{path}: its weights cannot be read ({str(e).splitlines()[0][:100]})") from None
+def _read_checked(path: Path) -> GraphMetadata:
+    """The graph's metadata, after refusing NaN/Inf weights (they would turn every forecast into NaN); a missing,
+    non-ONNX or weightless file is one :class:`gmg_deploy.errors.GraphFileError` (:func:`load_graph`)."""
+    proto, meta = load_graph(path)
     check_graph_weights(proto, str(path))
     return meta
 

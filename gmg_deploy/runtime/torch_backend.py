@@ -1,20 +1,26 @@
 """PyTorch backend: a checkpoint on any device, optionally one CUDA graph per step kind.
 
-Its metadata (hence its :class:`StepSignature` and buffers) is what exporting the model would write.
+Its metadata (a :class:`GraphMetadata`, hence its :class:`GraphSignature` and buffers) is what exporting the
+model would write.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import build_metadata
+from gmg_deploy.graph.metadata import GraphMetadata
 from gmg_deploy.model.config import BATCH_MODES
 from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.model.network import RecurrentPredictor
 from gmg_deploy.runtime.backend import StepBackend
+
+#: The :func:`load_checkpoint` options (``checkpoint=`` of :meth:`TorchBackend.from_checkpoint` and
+#: :meth:`gmg_deploy.runtime.Forecaster.open`; also accepted as flat keyword arguments, the older spelling).
+CHECKPOINT_OPTIONS = ("trust_checkpoint", "config_file", "in_shape", "pre_seq_length", "aft_seq_length", "arch",
+                      "warp", "warp_gate")
 
 
 class TorchBackend(StepBackend):
@@ -42,7 +48,7 @@ class TorchBackend(StepBackend):
         if cuda_graph and self.device.type != "cuda":
             raise InputError("cuda_graph=True needs device='cuda'")
         self._set_batch_size(batch_size)
-        self._set_metadata(build_metadata(
+        self._set_metadata(GraphMetadata.build(
             model.config, graph="step", warp=model.warp_form, batch_mode=batch_mode, batch=None,
             test_mean=model.test_mean, test_std=model.test_std,
         ), "model")
@@ -55,13 +61,13 @@ class TorchBackend(StepBackend):
         self._allocate()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> "TorchBackend":
-        """Load a ``.ckpt``/``.pth``; kwargs of :func:`load_checkpoint` (``trust_checkpoint``, ``config_file``,
-        ``in_shape``, ``warp_gate``, ...) go to the loader, the rest to the backend."""
-        load_keys = ("config_file", "in_shape", "pre_seq_length", "aft_seq_length", "arch", "warp", "warp_gate",
-                     "trust_checkpoint")
-        load_kw = {k: kwargs.pop(k) for k in load_keys if k in kwargs}
-        return cls(load_checkpoint(path, **load_kw), **kwargs)
+    def from_checkpoint(cls, path: str | Path, *, checkpoint: Mapping[str, Any] | None = None,
+                        **kwargs: Any) -> "TorchBackend":
+        """Load a ``.ckpt``/``.pth``: ``checkpoint`` holds the :func:`load_checkpoint` options
+        (:data:`CHECKPOINT_OPTIONS`: ``trust_checkpoint``, ``config_file``, ``in_shape``, ``warp_gate``, ...),
+        ``kwargs`` the backend's (``device``, ``batch_size``, ``batch_mode``, ``cuda_graph``, ``fold``). The
+        loader options may also be given flat in ``kwargs`` (the older spelling), not both ways at once."""
+        return cls(load_checkpoint(path, **checkpoint_options(checkpoint, kwargs)), **kwargs)
 
     def _step(self, src: int, dst: int, from_pred: bool) -> None:
         s, d = self.sets[src], self.sets[dst]
@@ -96,3 +102,18 @@ class TorchBackend(StepBackend):
         with torch.cuda.graph(graph):
             self._step(*key)
         return graph
+
+
+def checkpoint_options(checkpoint: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`load_checkpoint` keyword arguments: ``checkpoint``'s, plus those popped out of ``kwargs``
+    (flat, the older spelling); an unknown option or one given both ways is one :class:`InputError`."""
+    given = dict(checkpoint or {})
+    unknown = sorted(set(given) - set(CHECKPOINT_OPTIONS))
+    if unknown:
+        raise InputError(f"checkpoint= has unknown option(s) {', '.join(unknown)}; the options are "
+                         f"{', '.join(CHECKPOINT_OPTIONS)}")
+    twice = sorted(k for k in CHECKPOINT_OPTIONS if k in kwargs and k in given)
+    if twice:
+        raise InputError(f"{', '.join(twice)} given both in checkpoint= and as a keyword argument; give it once")
+    given.update({k: kwargs.pop(k) for k in CHECKPOINT_OPTIONS if k in kwargs})
+    return given

@@ -7,7 +7,6 @@ its first frame and after ``reset``; ``close`` sends END (one zero frame) for ev
 """
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import threading
@@ -20,11 +19,10 @@ import numpy as np
 import torch
 
 from gmg_deploy.errors import InputError, ServeError
-from gmg_deploy.export.metadata import METADATA_PARAM, MetadataError
+from gmg_deploy.graph.metadata import METADATA_PARAM, GraphMetadata, MetadataError
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.triton_pool import ServerPool, describe, is_failover_error
 
-SCHEME = "triton://"
 _NP_TRITON = {torch.float32: ("FP32", np.float32), torch.float16: ("FP16", np.float16)}
 
 
@@ -174,7 +172,8 @@ class TritonBackend(StepBackend):
                     raise ServeError(f"model {self.model!r} is not ready on {a}; check gmg-serve's log")
                 raise ServeError(f"cannot reach Triton at {a} ({why}); start it with gmg-serve")
             raise self.pool.no_server_left()
-        self._set_metadata(json.loads(raw), f"model {self.model!r} on {where}")
+        label = f"model {self.model!r} on {where}"
+        self._set_metadata(GraphMetadata.from_json(raw, label), label)
         self._set_device("cpu")
         self._allocate()  # also ``horizon`` and the ``rollout`` buffer (a forecast graph)
         window = int(self.config.pre_seq_length) if replay is None else replay

@@ -17,7 +17,7 @@ import torch
 from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, dims_to_tuple, normalise_dtype
 from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
 from gmg_deploy.engine.trt_import import import_tensorrt
-from gmg_deploy.export.metadata import MetadataError, read_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.binding_plan import check_sidecar_matches, make_binding_plan
 
@@ -26,10 +26,10 @@ PURPOSE = "the TensorRT backend"
 ALTERNATIVE = "use the .onnx file with --backend onnxruntime"
 
 
-def load_metadata_for(engine_path: Path, metadata_path: str | Path | None) -> tuple[dict[str, Any], EngineIO | None]:
+def load_metadata_for(engine_path: Path, metadata_path: str | Path | None) -> tuple[GraphMetadata, EngineIO | None]:
     """Metadata from ``metadata_path`` (sidecar .json or the source .onnx) or the engine's sidecar."""
     if metadata_path is not None and Path(metadata_path).suffix.lower() == ".onnx":
-        return read_metadata(metadata_path), None
+        return GraphMetadata.read(metadata_path), None
     side = Path(metadata_path) if metadata_path is not None else sidecar_path(engine_path)
     return read_sidecar(side)
 
@@ -78,7 +78,7 @@ class TensorRTBackend(StepBackend):
                                     "rebuild it on this machine with gmg-build")
             io = engine_io(self._engine, trt)
             check_sidecar_matches(io, recorded, str(self.path))
-            self.plan = make_binding_plan(io, meta, self.batch_size, str(self.path))
+            self.plan = make_binding_plan(io, self.metadata, self.batch_size, str(self.path))
             self._allocate()
             self._context = self._engine.create_execution_context()
             for name, shape in self.plan.input_shapes.items():
@@ -90,7 +90,7 @@ class TensorRTBackend(StepBackend):
 
     def _buffer(self, role: str, state_name: str | None, src: int, dst: int, from_pred: bool, is_input: bool):
         s, d = self.sets[src], self.sets[dst]
-        if role == "frame":  # roles: StepSignature's TensorSig.role
+        if role == "frame":  # roles: GraphSignature's TensorSig.role
             return s.pred if from_pred else self.frame_in
         if role == "pred":
             return d.pred

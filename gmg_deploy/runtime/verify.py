@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from gmg_deploy.engine.sidecar import record_verification, recorded_batch, sidecar_path
+from gmg_deploy.engine.sidecar import read_sidecar_doc, record_verification, recorded_batch, sidecar_path
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.accuracy import Comparison, check_same_model, compare_graphs, score_forecasts
 from gmg_deploy.evaluate.rollout import sequence_frames
-from gmg_deploy.export.metadata import MetadataError, attach_metadata, metadata_from_proto, signature_of
-from gmg_deploy.runtime.forecaster import Forecaster, pick_backend
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata, load_graph
+from gmg_deploy.runtime.forecaster import TRITON_SCHEME, Forecaster, pick_backend
 
 #: Sequences a side forecasts per runtime call unless told otherwise.
 DEFAULT_BATCH = 8
@@ -45,10 +44,10 @@ class Side:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def effective_precision(meta: dict[str, Any], side: Side) -> str:
+def effective_precision(meta: GraphMetadata | Mapping[str, Any], side: Side) -> str:
     """The precision a side computes in: its graph's, or FP16-class for an FP32 graph that OpenVINO runs with a
     ``bf16``/``f16`` precision hint (the FP16/BF16 limit, 0.002, applies then)."""
-    precision = meta.get("precision", "fp32")
+    precision = as_metadata(meta).precision
     if precision == "fp32" and side.options.get("precision_hint") in ("bf16", "f16"):
         return "fp16"
     return precision
@@ -56,7 +55,7 @@ def effective_precision(meta: dict[str, Any], side: Side) -> str:
 
 def side_kind(side: Side, what: str) -> str:
     """The backend ``side`` runs on; a missing file is one "not found" line naming ``what``."""
-    if not str(side.path).startswith("triton://") and not Path(side.path).exists():
+    if not str(side.path).startswith(TRITON_SCHEME) and not Path(side.path).exists():
         raise InputError(f"{what} {side.path} not found; give a .ckpt/.pth, .onnx, .plan file or a triton:// URL")
     return pick_backend(side.path, side.backend)
 
@@ -140,17 +139,13 @@ def _ort_graph(side: Side, emulated_path: Path) -> tuple[Any, str, str]:
     from gmg_deploy.checks import check_finite_tensors
     from gmg_deploy.precision.fp16 import emulate_fp16
 
-    try:
-        proto = onnx.load(side.path)
-    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
-        raise MetadataError(f"{side.path} is not a readable ONNX model") from None
-    meta = metadata_from_proto(proto, side.path)
+    proto, meta = load_graph(side.path)  # one GraphFileError for a missing, non-ONNX or weightless file
     check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), side.path)
-    kind = signature_of(meta).graph
-    if meta.get("precision") != "fp16" or not side.emulate:
+    kind = meta.graph
+    if meta.precision != "fp16" or not side.emulate:
         return proto, side.path, kind
     emu = emulate_fp16(proto)
-    attach_metadata(emu, {**meta, "io_dtype": "float32", "state_dtype": "float32"})  # the emulation's I/O is FP32
+    meta.replace(io_dtype="float32", state_dtype="float32").attach(emu)  # the emulation's I/O is FP32
     onnx.save(emu, emulated_path)
     return emu, str(emulated_path), kind
 
@@ -160,16 +155,14 @@ def _open(side: Side, kind: str, path: str, sequences: int, batch_size: int, thr
     opts = dict(side.options)
     batch = min(batch_size, sequences)
     if kind == "onnxruntime":
-        from gmg_deploy.export.metadata import read_metadata
-
         opts.update(threads=threads, spin=spin)
-        fixed = signature_of(read_metadata(path)).batch
+        fixed = GraphMetadata.read(path).batch
         batch = int(fixed) if fixed else batch
     if kind == "tensorrt":  # constructed directly: Forecaster.open's "unverified engine" note is not for a check
         from gmg_deploy.runtime.trt_backend import TensorRTBackend, load_metadata_for
 
         meta, _ = load_metadata_for(Path(path), opts.get("metadata_path"))
-        fixed = signature_of(meta).batch
+        fixed = meta.batch
         lo_hi = recorded_batch(path)
         if lo_hi is not None:  # within the engine's optimization profile
             batch = max(lo_hi[0], min(batch, lo_hi[1]))
@@ -209,12 +202,10 @@ def default_reference(sidecar: Path) -> Side:
     An INT8 source is refused (its Q/DQ nodes would run too): the reference must be the FP32 model.
     """
     try:
-        doc = json.loads(sidecar.read_text())
-    except FileNotFoundError:
-        raise InputError(f"engine sidecar {sidecar} not found; rebuild the engine with gmg-build") from None
-    except (OSError, ValueError):
-        raise InputError(f"engine sidecar {sidecar} is not valid JSON; rebuild the engine with gmg-build") from None
-    src = doc.get("onnx") if isinstance(doc, dict) else None
+        doc = read_sidecar_doc(sidecar, f"engine sidecar {sidecar} not found; rebuild the engine with gmg-build")
+    except MetadataError as e:  # missing, not JSON, not a JSON object: the engine's problem, said as a bad input
+        raise InputError(str(e)) from None
+    src = doc.get("onnx")
     if not src:
         raise InputError(f"engine sidecar {sidecar} names no source graph; pass --reference FP32.onnx or the checkpoint")
     p = Path(src)
@@ -223,7 +214,8 @@ def default_reference(sidecar: Path) -> Side:
     if not p.exists():
         raise InputError(f"the engine's source graph {src} (named in {sidecar.name}) not found; "
                          "pass --reference FP32.onnx or the checkpoint")
-    if (doc.get("metadata") or {}).get("precision") == "int8":
+    meta = doc.get("metadata")
+    if isinstance(meta, dict) and GraphMetadata(meta, f"engine sidecar {sidecar}").precision == "int8":
         raise InputError(f"the engine was built from an INT8 graph ({src}): it is no FP32 reference; "
                          "pass --reference FP32.onnx or the checkpoint")
     return Side(str(p), "onnxruntime", emulate=False)

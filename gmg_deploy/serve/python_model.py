@@ -10,7 +10,7 @@ on an evicted (or never started) CORRID without START starts from zero state. Bo
 lines in the server log, with the count of live sequences). All requests of one ``execute`` call (one per sequence,
 dynamic batching of the ``oldest`` strategy) run as one batch. Request: ``frame``; response: ``forecast``.
 Tensor names and order are read from the graph's gmg-deploy metadata (``parameters["gmg_deploy_metadata"]``,
-whose ``inputs``/``outputs`` lists the exporter wrote from its ``StepSignature``: the frame first, then the
+whose ``inputs``/``outputs`` lists the exporter wrote from its ``GraphSignature``: the frame first, then the
 state tensors in the same order on both sides), so this file spells no I/O name itself.
 """
 import json
@@ -58,7 +58,7 @@ class TritonPythonModel:
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)  # 0: one per core
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        meta = json.loads(params["gmg_deploy_metadata"])  # export.metadata.METADATA_PARAM
+        meta = json.loads(params["gmg_deploy_metadata"])  # gmg_deploy.graph.metadata.METADATA_PARAM
         (self.frame_in, *self.state_in), (self.forecast_out, *self.state_out) = meta["inputs"], meta["outputs"]
         ins = {i.name: i for i in self.session.get_inputs()}
         self.state_shapes = [tuple(int(d) for d in ins[n].shape[1:]) for n in self.state_in]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.export.metadata import METADATA_PARAM, signature_of
-from gmg_deploy.export.signature import state_in, state_name, state_out
+from gmg_deploy.graph.metadata import METADATA_PARAM, GraphMetadata, as_metadata
+from gmg_deploy.graph.signature import state_in, state_name, state_out
 
 FLAVOURS = ("implicit", "python")
 STRATEGIES = ("oldest", "direct")
@@ -96,13 +96,14 @@ def parse_config_text(text: str, where: str) -> Any:
         raise InputError(f"{where} is not a valid Triton model config ({' '.join(str(e).split())[:200]})") from None
 
 
-def check_forecast_metadata(meta: dict[str, Any], where: str) -> None:
+def check_forecast_metadata(meta: GraphMetadata | Mapping[str, Any], where: str) -> None:
     """Triton serves the one-call forecast graph with a dynamic batch axis."""
-    if meta.get("graph") != "forecast":
-        raise InputError(f"{where} is a {meta.get('graph')!r} graph; Triton serves the forecast graph: "
+    m = as_metadata(meta, where)
+    if m.graph != "forecast":
+        raise InputError(f"{where} is a {m.graph!r} graph; Triton serves the forecast graph: "
                          "gmg-export --graph forecast --horizon K")
-    if meta.get("batch") is not None:
-        raise InputError(f"{where} has a fixed batch of {meta['batch']}; Triton batches streams on axis 0: "
+    if m.batch is not None:
+        raise InputError(f"{where} has a fixed batch of {m.batch}; Triton batches streams on axis 0: "
                          "re-export without --batch (dynamic batch axis)")
 
 
@@ -126,9 +127,10 @@ def _q(s: str) -> str:
     return json.dumps(s)  # a protobuf text-format string literal (JSON escapes are a subset)
 
 
-def config_text(meta: dict[str, Any], o: ServeOptions, *, platform: str, max_batch: int) -> str:
+def config_text(meta: GraphMetadata | Mapping[str, Any], o: ServeOptions, *, platform: str, max_batch: int) -> str:
     """The ``config.pbtxt`` text. ``platform``: ``onnxruntime_onnx``, ``tensorrt_plan`` or ``python``."""
-    sig = signature_of(meta)
+    m = as_metadata(meta)
+    sig = m.signature
     (frame,), (forecast,) = sig.inputs()[:1], sig.outputs()[:1]
     io_t = _TYPES[sig.io_dtype]
     st_t = _TYPES[sig.state_dtype]
@@ -165,7 +167,7 @@ def config_text(meta: dict[str, Any], o: ServeOptions, *, platform: str, max_bat
     lines.append("}")
     kind = {"python": "KIND_CPU", "tensorrt_plan": "KIND_GPU"}.get(platform)
     lines.append(f"instance_group [ {{ count: {int(o.instances)}" + (f" kind: {kind}" if kind else "") + " } ]")
-    params = {METADATA_PARAM: json.dumps(meta, sort_keys=True)}
+    params = {METADATA_PARAM: m.to_json()}
     if platform == "python":
         params.update(onnx_file="model.onnx", intra_op_threads=str(int(o.intra_op_threads)))
     lines.append("parameters [")

@@ -16,7 +16,7 @@ from typing import Any
 
 from gmg_deploy.checks import check_finite_tensors
 from gmg_deploy.errors import GMGError, InputError
-from gmg_deploy.export.metadata import MetadataError, read_metadata, signature_of
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, load_graph
 from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET, check_tensorrt_compat
 from gmg_deploy.io import OutputError, umask_mode
 from gmg_deploy.serve.triton_config import (ServeOptions, check_forecast_metadata, check_options,
@@ -40,16 +40,14 @@ class RepoEntry:
                 "horizon": self.horizon, "states": self.states}
 
 
-def _plan_info(plan: Path, max_batch: int | None) -> tuple[dict[str, Any], int]:
+def _plan_info(plan: Path, max_batch: int | None) -> tuple[GraphMetadata, int]:
     """Metadata and max batch of a TensorRT engine from its ``.plan.json`` sidecar (gmg-build)."""
-    from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
+    from gmg_deploy.engine.sidecar import read_sidecar, read_sidecar_doc, sidecar_path
 
     side = sidecar_path(plan)
     meta, _ = read_sidecar(side)
     check_forecast_metadata(meta, str(plan))
-    import json
-
-    doc = json.loads(side.read_text())
+    doc = read_sidecar_doc(side)  # the build's records beside the metadata: batch profile, source graph
     hi = int((doc.get("batch") or {}).get("max") or 0)
     if hi < 1:
         raise MetadataError(f"{side} records no batch range; rebuild the engine with gmg-build")
@@ -59,8 +57,8 @@ def _plan_info(plan: Path, max_batch: int | None) -> tuple[dict[str, Any], int]:
     onnx_path = Path(str(doc.get("onnx") or ""))
     if onnx_path.is_file():  # the graph the engine was built from: the TensorRT lint (GridSample at opset >= 20, ...)
         check_tensorrt_compat(onnx_path)
-    elif meta.get("opset") is not None and int(meta["opset"]) >= GRIDSAMPLE_BAD_OPSET:
-        raise InputError(f"{plan} was built from an opset {meta['opset']} graph: TensorRT reads its GridSample modes "
+    elif meta.opset is not None and meta.opset >= GRIDSAMPLE_BAD_OPSET:
+        raise InputError(f"{plan} was built from an opset {meta.opset} graph: TensorRT reads its GridSample modes "
                          "as nearest (TensorRT issue #4646); re-export with --opset 17 and rebuild")
     return meta, max_batch or hi
 
@@ -79,9 +77,9 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
         meta, max_batch = _plan_info(src, options.max_batch)
         platform, fname = "tensorrt_plan", "model.plan"
     elif suffix == ".onnx":
-        meta = read_metadata(src)
+        proto, meta = load_graph(src, weights=False)  # read once: its metadata, then its (inline) weights
         check_forecast_metadata(meta, str(src))
-        _check_finite_weights(src)
+        _check_finite_weights(proto, src)
         max_batch = options.max_batch or DEFAULT_MAX_BATCH
         platform = "python" if options.flavour == "python" else "onnxruntime_onnx"
         fname = "model.onnx"
@@ -90,19 +88,15 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
     text = config_text(meta, options, platform=platform, max_batch=max_batch)
     parse_config_text(text, f"the config.pbtxt written for {src}")  # Triton's schema (skipped without tritonclient)
     dest = _publish(src, Path(repo), options.name, fname, text, python=platform == "python", force=force)
-    sig = signature_of(meta)
+    sig = meta.signature
     return RepoEntry(dest, platform, int(max_batch), int(sig.horizon), len(sig.state))
 
 
-def _check_finite_weights(src: Path) -> None:
-    """Refuse a graph with a NaN/Inf initializer (the shared :func:`check_finite_tensors` check)."""
-    import onnx
+def _check_finite_weights(proto: Any, src: Path) -> None:
+    """Refuse a graph with a NaN/Inf initializer (the shared :func:`check_finite_tensors` check; weights kept in
+    external files are not read here)."""
     from onnx import numpy_helper
 
-    try:
-        proto = onnx.load(str(src), load_external_data=False)
-    except Exception:  # onnx raises DecodeError, OSError and others for non-ONNX input
-        raise MetadataError(f"{src} is not a readable ONNX model") from None
     check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
                           if not t.external_data), str(src))
 
