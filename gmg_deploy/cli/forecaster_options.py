@@ -62,7 +62,7 @@ class ForecasterOptions:
             ck = CheckpointOptions(trust_checkpoint=self.trust_checkpoint, config_file=self.config_file,
                                    in_shape=self.in_shape, pre=self.pre if bare else None,
                                    aft=self.aft if bare else None, arch=self.arch, warp_gate=self.warp_gate)
-            kwargs = {k: v for k, v in ck.load_kwargs().items() if v is not None}
+            kwargs = {"checkpoint": {k: v for k, v in ck.load_kwargs().items() if v is not None}}
         elif self.config_file or self.trust_checkpoint or self.warp_gate != "auto" or self.in_shape or self.arch:
             raise InputError("--config-file/--trust-checkpoint/--in-shape/--arch/--warp-gate apply to checkpoints "
                              "(.ckpt/.pth) only; an exported graph or engine carries its configuration and warp-gate "
