@@ -17,7 +17,19 @@ from gmg_deploy.video.preprocess import Preprocessor
 from video_helpers import demo_frames, encode_clip, read_clip
 
 RNG = np.random.default_rng(3)
-MODEL = {"config": {"in_shape": [4, 1, 16, 16]}, "test_mean": 0.1, "test_std": 0.5}
+
+
+def _model(in_shape, **norm):
+    """Real metadata of a graph taking ``in_shape`` frames (what the commands pass the reader)."""
+    from conftest import fixture_hparams
+    from gmg_deploy.graph.metadata import GraphMetadata
+    from gmg_deploy.model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict({**ModelConfig.from_hparams(fixture_hparams("gmg_tiny")).to_dict(), "in_shape": in_shape})
+    return GraphMetadata.build(cfg, graph="step", warp="gridsample", batch_mode="invariant", batch=None, **norm)
+
+
+MODEL = _model([4, 1, 16, 16], test_mean=0.1, test_std=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +86,7 @@ def test_four_d_arrays(tmp_path):
     assert got.shape == (3, 5, 1, 8, 8) and count_sequences(tmp_path / "nthw.npy", (1, 8, 8)) == 3
     np.testing.assert_array_equal(got[:, :, 0], nthw)
     # the model asked lazily (gmg-calibrate/gmg-compare --data): the same reading
-    assert load_sequences(str(tmp_path / "nthw.npy"), None, 1, model=lambda: {"config": {"in_shape": [5, 1, 8, 8]}}
+    assert load_sequences(str(tmp_path / "nthw.npy"), None, 1, model=lambda: _model([5, 1, 8, 8])
                           ).shape == (3, 5, 1, 8, 8)
     tchw = RNG.random((6, 3, 8, 8), dtype=np.float32)
     np.save(tmp_path / "tchw.npy", tchw)
@@ -108,7 +120,7 @@ def test_png_folder_is_one_sequence(tmp_path):
     got = read_frames(d, (1, 8, 8))
     assert got.shape == (1, 4, 1, 8, 8) and count_sequences(d) == 1
     np.testing.assert_allclose(got[0, :, 0], seq / np.float32(255), atol=1e-7)
-    rgb = load_sequences(str(d), None, 1, model={"config": {"in_shape": [4, 3, 8, 8]}})  # an RGB model: converted
+    rgb = load_sequences(str(d), None, 1, model=_model([4, 3, 8, 8]))  # an RGB model: converted
     assert rgb.shape == (1, 4, 3, 8, 8)
     np.testing.assert_allclose(rgb[0, :, 1], seq / np.float32(255), atol=1e-7)
 

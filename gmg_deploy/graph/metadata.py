@@ -164,6 +164,8 @@ class GraphMetadata(Mapping[str, Any]):
         return len(self._doc)
 
     def __repr__(self) -> str:
+        if not hasattr(self, "batch"):  # refused half-way through __init__
+            return "GraphMetadata(<not valid>)"
         return (f"GraphMetadata({self.where}: {self.config.arch} {self.graph} graph, {self.precision}, "
                 f"warp={self.warp}, batch={self.batch})")
 
