@@ -16,10 +16,10 @@ Checks:
   (CUDA events) and NumPy in/out (wall clock);
 * **copies**: ``torch.profiler`` memcpy count per NumPy-in/NumPy-out step: exactly 1 HtoD (the frame) and
   1 DtoH (the prediction), the state stays on the device;
-* **TensorRT** (when ``tensorrt`` imports): engines built with ``gmg_deploy.engine.trt_engine.build_engine``
+* **TensorRT** (when ``tensorrt`` imports): engines built with ``gmg_deploy.trt.trt_engine.build_engine``
   from the demo's FP32 and FP16 step graphs (both warp forms for FP16: pytorch/TensorRT#4074), run through
   the TensorRT backend against the same ORT FP32 rollout, plus the engine's step time, and the known
-  pitfalls (``gmg_deploy.engine.pitfalls``) for each graph.
+  pitfalls (``gmg_deploy.trt.pitfalls``) for each graph.
 """
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def verdict(rows: list[Row]) -> int:
 
 
 def tensorrt_importable() -> str | None:
-    from gmg_deploy.engine.trt_import import tensorrt_version
+    from gmg_deploy.trt.trt_import import tensorrt_version
 
     return tensorrt_version()
 
@@ -259,10 +259,10 @@ def tensorrt_parts(args: argparse.Namespace, model: Any, frames: np.ndarray, wan
 
     import onnx
 
-    from gmg_deploy.engine.pitfalls import pitfalls_for
-    from gmg_deploy.engine.profile import batch_range, profile_shapes
-    from gmg_deploy.engine.sidecar import build_sidecar, write_sidecar
-    from gmg_deploy.engine.trt_engine import build_engine
+    from gmg_deploy.trt.pitfalls import pitfalls_for
+    from gmg_deploy.trt.profile import batch_range, profile_shapes
+    from gmg_deploy.trt.sidecar import build_sidecar, write_sidecar
+    from gmg_deploy.trt.trt_engine import build_engine
     from gmg_deploy.export.api import build_proto
     from gmg_deploy.export.metadata import metadata_from_proto
     from gmg_deploy.export.trt_lint import graph_opset

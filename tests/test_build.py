@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from gmg_deploy.cli.build_cmd import main as build
-from gmg_deploy.engine.profile import BatchRange, BuildError, batch_range, profile_shapes
-from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
+from gmg_deploy.trt.profile import BatchRange, BuildError, batch_range, profile_shapes
+from gmg_deploy.trt.sidecar import build_sidecar, sidecar_path, write_sidecar
 from gmg_deploy.export.metadata import metadata_from_proto
 from precision_helpers import fp32_step
 
@@ -57,7 +57,7 @@ def test_sidecar_content(tmp_path):
 
 
 def test_network_flags_by_version():
-    from gmg_deploy.engine.trt_engine import network_flags
+    from gmg_deploy.trt.trt_engine import network_flags
 
     class Flag:
         STRONGLY_TYPED = 1

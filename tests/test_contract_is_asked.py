@@ -21,7 +21,7 @@ STANDALONE = {"serve/python_model.py"}
 #: keys of the mapping it is given).
 BELOW = ("model/", "video/")
 #: Public functions that also take a bare mapping holding only what they need (their tests pass one).
-BARE_MAPPINGS = {("engine/profile.py", "batch"): "batch_range({'batch': N}, ...)",
+BARE_MAPPINGS = {("trt/profile.py", "batch"): "batch_range({'batch': N}, ...)",
                  ("evaluate/rollout.py", "config"): "sequence_frames({'config': {...}}, frames)"}
 _DICT_API = {"metadata_from_proto", "read_metadata", "build_metadata", "forecast_metadata", "config_from_metadata"}
 _META_KEYS = {"config", "graph", "precision", "batch", "batch_mode", "warp", "warp_gate", "io_dtype", "state_dtype",

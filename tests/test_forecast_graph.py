@@ -171,7 +171,7 @@ def test_lint_refuses_gridsample_at_opset_20(graphs):
 def test_export_and_build_cli_accept_forecast(tmp_path, gmg_ckpt):
     from gmg_deploy.cli.build_cmd import main as build
     from gmg_deploy.cli.export_cmd import main as export
-    from gmg_deploy.engine.profile import BatchRange, profile_shapes
+    from gmg_deploy.trt.profile import BatchRange, profile_shapes
 
     out = tmp_path / "fc.onnx"
     r = CliRunner().invoke(export, ["--ckpt", str(gmg_ckpt), "-o", str(out), "--graph", "forecast",

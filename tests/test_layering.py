@@ -1,25 +1,39 @@
-"""Data flows model -> export -> evaluate -> precision -> engine (build) -> runtime -> serve; cli on top.
+"""The floors of gmg_deploy (docs/architecture.md): a folder imports its own floor's modules and lower floors only.
 
-No stage imports a later one. ``video`` (decoding, fitting frames to a model, writing panels) needs only the
-utilities, so it sits low: ``frames`` (the one frame reader of every command, video files included) sits on it,
-below every stage that reads frames. Why ``evaluate`` sits before ``precision``: calibration (``precision.ranges``)
-rolls the FP32 step graph out in ONNX Runtime to record ranges, so it needs ``evaluate.rollout``; evaluation
-itself needs nothing from precision (it scores any two graphs as given; FP16 emulation is applied by the
-caller, e.g. ``gmg-compare``, before scoring). The runtime may use ``evaluate`` (ORT session options,
-metrics). ``errors``, ``io`` and ``checks`` are shared utilities; ``data`` (synthetic sequences for the demo)
-may be used by the CLIs and tests only.
+Floor 0: the utilities ``errors``, ``io``, ``checks``. Floor 1: ``model`` (the network, config, checkpoints) and
+``video`` (media I/O; it drives any object with the Forecaster's methods) - neither imports the other.
+Floor 2: ``graph``, the graph contract (signature, typed metadata, graph index, the one ONNX loader).
+Floor 3: ``frames``, the one frame reader of every command (video files through ``video``; a model's frame
+shape asked of the contract). Then the stages: ``export`` -> ``evaluate`` -> ``precision`` -> ``trt`` ->
+``runtime`` -> ``serve``, and ``cli`` on top. Why ``evaluate`` sits before ``precision``: calibration
+(``precision.ranges``) rolls the FP32 step graph out in ONNX Runtime to record ranges, so it needs
+``evaluate.rollout``; evaluation itself needs nothing from precision (FP16 emulation is applied by the caller,
+e.g. ``gmg-compare``, before scoring). ``data`` (synthetic sequences for the demo) needs only ``model`` and is
+used by the CLIs and tests. ``engine`` (and a few modules elsewhere) are old names kept as aliases.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 
 import gmg_deploy
 
 PKG = Path(gmg_deploy.__file__).parent
-ORDER = ["model", "video", "graph", "frames", "export", "evaluate", "precision", "engine", "runtime", "serve"]
+#: Floors 1 and up, lowest first; folders on one floor do not import each other.
+FLOORS = [["model", "video"], ["graph"], ["frames"], ["export"], ["evaluate"], ["precision"], ["trt"], ["runtime"],
+          ["serve"]]
+ORDER = [f for floor in FLOORS for f in floor]
 UTIL = {"errors", "io", "checks", "__init__"}
+TOP = {"cli", "data"}
+#: Old module names: each file only makes ``sys.modules[__name__]`` the module at its new home.
+ALIAS_PACKAGES = {"engine"}
+ALIAS_MODULES = {"export/metadata.py", "export/signature.py", "export/graph_index.py", "cli/engine_options.py"}
+
+
+def floor_of(folder: str) -> int:
+    return next(i + 1 for i, floor in enumerate(FLOORS) if folder in floor)
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,14 +49,46 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-def test_no_stage_imports_a_later_stage():
+def _folder_files(folder: str):
+    return [f for f in (PKG / folder).rglob("*.py") if str(f.relative_to(PKG)) not in ALIAS_MODULES]
+
+
+def test_no_floor_imports_a_higher_floor():
     bad = []
-    for i, stage in enumerate(ORDER):
-        allowed = set(ORDER[: i + 1]) | UTIL
-        for f in (PKG / stage).rglob("*.py"):
+    for folder in ORDER:
+        allowed = {f for f in ORDER if floor_of(f) < floor_of(folder)} | {folder} | UTIL
+        for f in _folder_files(folder):
             for mod in _imports(f) - allowed:
-                bad.append(f"{f.relative_to(PKG)} imports gmg_deploy.{mod}")
+                bad.append(f"{f.relative_to(PKG)} (floor {floor_of(folder)}) imports gmg_deploy.{mod}"
+                           + (f" (floor {floor_of(mod)})" if mod in ORDER else ""))
     assert bad == []
+
+
+def test_every_folder_has_a_floor_and_says_which():
+    """Each folder is on a floor (or is cli/data/an alias package), and its docstring names the floor."""
+    folders = {p.name for p in PKG.iterdir() if (p / "__init__.py").exists()}
+    assert folders == set(ORDER) | TOP | ALIAS_PACKAGES
+    missing = [f for f in ORDER if f"Floor {floor_of(f)}" not in (ast.get_docstring(ast.parse(
+        (PKG / f / "__init__.py").read_text())) or "")]
+    assert missing == [], "these folders' __init__ docstrings do not name their floor"
+
+
+_ALIAS = re.compile(r'^"""[^\n]*"""\nimport sys\n\nfrom (gmg_deploy[.\w]*) import (\w+) as _moved\n\n'
+                    r"sys\.modules\[__name__\] = _moved\n$")
+
+
+def test_old_module_names_are_only_aliases():
+    """An old name is the new module itself (``sys.modules`` swap): no second copy of a class can exist."""
+    import importlib
+
+    olds = sorted(ALIAS_MODULES) + sorted(str(f.relative_to(PKG)) for p in ALIAS_PACKAGES
+                                          for f in (PKG / p).glob("*.py") if f.name != "__init__.py")
+    for rel in olds:
+        m = _ALIAS.match((PKG / rel).read_text())
+        assert m, f"{rel} is not a bare alias"
+        old = importlib.import_module("gmg_deploy." + rel[:-3].replace("/", "."))
+        assert old is importlib.import_module(f"{m.group(1)}.{m.group(2)}"), rel
+    assert {p: _imports(PKG / p / "__init__.py") for p in ALIAS_PACKAGES} == {p: set() for p in ALIAS_PACKAGES}
 
 
 def test_utilities_import_no_stage():
@@ -118,14 +164,14 @@ def _tensorrt_imports(tree: ast.Module) -> list[str]:
 
 
 def test_tensorrt_is_imported_by_one_module_only():
-    """``engine/trt_import.py`` holds the one ``import tensorrt`` (static or through importlib); building
-    (engine/trt_engine.py) and running (runtime/trt_backend.py) engines call its ``import_tensorrt``."""
+    """``trt/trt_import.py`` holds the one ``import tensorrt`` (static or through importlib); building
+    (trt/trt_engine.py) and running (runtime/trt_backend.py) engines call its ``import_tensorrt``."""
     users = {str(f.relative_to(PKG)): _tensorrt_imports(ast.parse(f.read_text())) for f in PKG.rglob("*.py")}
-    assert {f for f, how in users.items() if how} == {"engine/trt_import.py"}
+    assert {f for f, how in users.items() if how} == {"trt/trt_import.py"}
 
 
 def test_the_tensorrt_import_check_sees_importlib():
-    """The check above catches what ``engine/environment.py`` once did: tensorrt through ``importlib``."""
+    """The check above catches what ``cli/environment_report.py`` once did: tensorrt through ``importlib``."""
     sneaky = (
         "import importlib\n"
         "def _version(module):\n"

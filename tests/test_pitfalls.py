@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from gmg_deploy.engine.pitfalls import (PITFALLS, Pitfall, compare_versions, needs_verify, parse_version, pitfalls_for,
+from gmg_deploy.trt.pitfalls import (PITFALLS, Pitfall, compare_versions, needs_verify, parse_version, pitfalls_for,
                                         pitfalls_in, version_in)
 from gmg_deploy.errors import InputError
 
@@ -114,7 +114,7 @@ def test_the_opset_row_matches_the_lint(tmp_path):
 
 def test_doctor_lists_pitfalls_or_says_tensorrt_is_missing():
     from gmg_deploy.cli.doctor_cmd import main as doctor
-    from gmg_deploy.engine.trt_import import tensorrt_version
+    from gmg_deploy.trt.trt_import import tensorrt_version
 
     r = CliRunner().invoke(doctor, [])
     assert r.exit_code == 0, r.output
@@ -127,7 +127,7 @@ def test_doctor_lists_pitfalls_or_says_tensorrt_is_missing():
 
 
 def test_environment_pitfall_section_for_a_given_version():
-    from gmg_deploy.engine.environment import format_pitfalls
+    from gmg_deploy.cli.environment_report import format_pitfalls
 
     text = format_pitfalls("10.14.1.48")
     assert "pytorch/TensorRT#4074" in text and "NVIDIA/TensorRT#4646" in text and "--warp gather" in text

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from conftest import fixture_hparams
-from gmg_deploy.engine.profile import BatchRange
-from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, normalise_dtype
-from gmg_deploy.engine.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
+from gmg_deploy.trt.profile import BatchRange
+from gmg_deploy.trt.engine_io import EngineIO, TensorSpec, normalise_dtype
+from gmg_deploy.trt.sidecar import build_sidecar, read_sidecar, sidecar_path, write_sidecar
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import MetadataError, build_metadata
 from gmg_deploy.model.config import ModelConfig

@@ -117,8 +117,8 @@ def test_state_pairing_check():
 
 def _fake_engine(tmp_path, onnx_path, max_batch=16):
     """A .plan file with the gmg-build sidecar (TensorRT is not here: the bytes are not an engine)."""
-    from gmg_deploy.engine.profile import BatchRange
-    from gmg_deploy.engine.sidecar import build_sidecar, write_sidecar
+    from gmg_deploy.trt.profile import BatchRange
+    from gmg_deploy.trt.sidecar import build_sidecar, write_sidecar
 
     plan = tmp_path / f"{onnx_path.stem}.plan"
     plan.write_bytes(b"not built here")

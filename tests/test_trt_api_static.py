@@ -31,7 +31,7 @@ PKG = Path(gmg_deploy.__file__).parent
 PARAMETERS = {"engine": "ICudaEngine", "context": "IExecutionContext", "network": "INetworkDefinition",
               "builder": "Builder", "config": "IBuilderConfig", "parser": "OnnxParser"}
 #: The modules that call TensorRT (the ones that get ``trt`` from ``import_tensorrt`` or as a parameter).
-TRT_MODULES = ("engine/trt_engine.py", "runtime/trt_backend.py", "engine/trt_import.py")
+TRT_MODULES = ("trt/trt_engine.py", "runtime/trt_backend.py", "trt/trt_import.py")
 
 
 #: Where the README's set-up command puts the stubs (`pip install --no-deps --target .trt-stubs ...`).
@@ -356,7 +356,7 @@ def test_stubs_on_the_path_are_not_taken_for_tensorrt(tmp_path):
 
     (tmp_path / "tensorrt").mkdir()
     (tmp_path / "tensorrt" / "__init__.pyi").write_text("__version__: str = '10.13.0.35'\n")
-    code = ("from gmg_deploy.engine.trt_import import import_tensorrt, tensorrt_version\n"
+    code = ("from gmg_deploy.trt.trt_import import import_tensorrt, tensorrt_version\n"
             "import tensorrt\nassert not hasattr(tensorrt, '__version__')\n"
             "assert tensorrt_version() is None\n"
             "try:\n    import_tensorrt('building')\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
@@ -372,7 +372,7 @@ def test_the_polygraphy_build_loaders_are_assembled_without_tensorrt(tmp_path):
     pytest.importorskip("polygraphy")
     from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath
 
-    from gmg_deploy.engine.trt_engine import build_loaders, polygraphy_profile
+    from gmg_deploy.trt.trt_engine import build_loaders, polygraphy_profile
 
     shapes = {"frame": ((1, 1, 32, 32), (4, 1, 32, 32), (8, 1, 32, 32)),
               "state_in.h.0": ((1, 128, 4, 4), (4, 128, 4, 4), (8, 128, 4, 4))}

@@ -15,8 +15,8 @@ from onnx import numpy_helper
 
 from conftest import fixture_golden, write_lightning_ckpt
 from gmg_deploy.cli import build_cmd
-from gmg_deploy.engine.profile import BatchRange, BuildError
-from gmg_deploy.engine.sidecar import (build_sidecar, read_sidecar, record_verification, sidecar_path,
+from gmg_deploy.trt.profile import BatchRange, BuildError
+from gmg_deploy.trt.sidecar import (build_sidecar, read_sidecar, record_verification, sidecar_path,
                                        verification_note, write_sidecar)
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.metadata import read_metadata
@@ -199,7 +199,7 @@ def test_build_with_valid_verify_options_reaches_the_tensorrt_check(ws, tmp_path
 
 @dataclass(frozen=True)
 class StandInPitfall:
-    """The fields of ``gmg_deploy.engine.pitfalls.Pitfall`` the gate reads (that module is another helper's)."""
+    """The fields of ``gmg_deploy.trt.pitfalls.Pitfall`` the gate reads (that module is another helper's)."""
 
     id: str
     requires_verify: bool
@@ -223,7 +223,7 @@ def test_pitfall_gate():
 
 
 def test_known_pitfalls_reads_the_table_when_present(ws):
-    from gmg_deploy.engine.pitfalls import pitfalls_for
+    from gmg_deploy.trt.pitfalls import pitfalls_for
 
     meta = read_metadata(ws / "fp32.onnx")
     for version in ("10.9.0", "10.14.1.48", "11.1"):
@@ -231,7 +231,7 @@ def test_known_pitfalls_reads_the_table_when_present(ws):
 
 
 def test_recorded_batch_of_an_engine(ws, tmp_path):
-    from gmg_deploy.engine.sidecar import recorded_batch
+    from gmg_deploy.trt.sidecar import recorded_batch
 
     fake_sidecar(tmp_path, ws / "fp32.onnx")
     assert recorded_batch(tmp_path / "engine.plan") == (1, 8)

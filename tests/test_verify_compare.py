@@ -150,8 +150,8 @@ def test_backend_option_per_side(models):
 
 @pytest.mark.skipif(HAVE_TRT, reason="checks the message on a machine without TensorRT")
 def test_plan_without_tensorrt_names_the_trt_extra(models, tmp_path):
-    from gmg_deploy.engine.profile import BatchRange
-    from gmg_deploy.engine.sidecar import build_sidecar, write_sidecar
+    from gmg_deploy.trt.profile import BatchRange
+    from gmg_deploy.trt.sidecar import build_sidecar, write_sidecar
     from gmg_deploy.export.metadata import read_metadata
 
     _, step, _, data = models["gmg_tiny"]

@@ -1,4 +1,4 @@
-"""Stage: cli - the gmg-* commands on top of every other stage (importing this installs the signal contract)."""
+"""Top floor: the gmg-* commands, on top of every floor (importing this installs the signal contract)."""
 from __future__ import annotations
 
 import os

@@ -10,7 +10,7 @@ Needs TensorRT 10.x/11.x and a CUDA GPU: ``pip install "gmg-deploy[trt]"``; with
 source graph, run as is on ONNX Runtime) with gmg-compare's metrics and limits, records the result as the
 sidecar's ``verification`` and exits 1 above the limit. Without it the sidecar says ``unverified`` (and the
 runtime says so once when it opens the engine). When a known TensorRT pitfall of this TensorRT version and
-graph asks for verification (:mod:`gmg_deploy.engine.pitfalls`), the build is refused unless ``--verify``
+graph asks for verification (:mod:`gmg_deploy.trt.pitfalls`), the build is refused unless ``--verify``
 or ``--no-verify`` is given.
 """
 from __future__ import annotations
@@ -83,8 +83,8 @@ class BuildOptions:
 
 
 def _run(opts: BuildOptions) -> None:
-    from gmg_deploy.engine.profile import BuildError, batch_range, profile_shapes
-    from gmg_deploy.engine.sidecar import build_sidecar, sidecar_path, write_sidecar
+    from gmg_deploy.trt.profile import BuildError, batch_range, profile_shapes
+    from gmg_deploy.trt.sidecar import build_sidecar, sidecar_path, write_sidecar
     from gmg_deploy.checks import check_graph_weights
     from gmg_deploy.export.trt_lint import refuse_cpu_int8
     from gmg_deploy.graph.metadata import load_graph
@@ -105,8 +105,8 @@ def _run(opts: BuildOptions) -> None:
     check_not_input(out, inputs, "-o/--output")
     check_not_input(sidecar_path(out), inputs, "the engine's sidecar")
     # build, then write the engine and its sidecar
-    from gmg_deploy.engine.trt_engine import PURPOSE, build_engine
-    from gmg_deploy.engine.trt_import import import_tensorrt
+    from gmg_deploy.trt.trt_engine import PURPOSE, build_engine
+    from gmg_deploy.trt.trt_import import import_tensorrt
 
     version = str(import_tensorrt(PURPOSE).__version__)  # one clear error when TensorRT is missing
     pitfall_gate(known_pitfalls(version, meta), verify=opts.verify is not None, no_verify=opts.no_verify)
@@ -186,8 +186,8 @@ def verify_and_report(engine: Any, data: str, frames: Any, *, reference: Any = N
 
 
 def known_pitfalls(trt_version: str, meta: Mapping[str, Any]) -> list[Any]:
-    """The known TensorRT pitfalls for this version and graph (:func:`gmg_deploy.engine.pitfalls.pitfalls_for`)."""
-    from gmg_deploy.engine.pitfalls import pitfalls_for
+    """The known TensorRT pitfalls for this version and graph (:func:`gmg_deploy.trt.pitfalls.pitfalls_for`)."""
+    from gmg_deploy.trt.pitfalls import pitfalls_for
 
     return list(pitfalls_for(trt_version, meta))
 
@@ -195,7 +195,7 @@ def known_pitfalls(trt_version: str, meta: Mapping[str, Any]) -> list[Any]:
 def pitfall_gate(pitfalls: Iterable[Any], *, verify: bool, no_verify: bool) -> None:
     """Refuse (one line) a build that a pitfall with ``requires_verify`` concerns unless the user chose
     ``--verify`` or ``--no-verify``."""
-    from gmg_deploy.engine.profile import BuildError
+    from gmg_deploy.trt.profile import BuildError
 
     needing = [p for p in pitfalls if getattr(p, "requires_verify", False)]
     if not needing or verify or no_verify:

@@ -135,7 +135,7 @@ def model_metadata(path: str, backend: str = "auto", load_kwargs: Mapping[str, A
         raise InputError(f"{path} is a served model, whose frame size is known only once it is opened; give --data "
                          "as (N,T,C,H,W) .npy/.npz frames")
     if kind == "tensorrt":
-        from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
+        from gmg_deploy.trt.sidecar import read_sidecar, sidecar_path
 
         return read_sidecar(sidecar_path(path))[0]
     if kind == "torch":

@@ -14,7 +14,7 @@ from gmg_deploy.cli.common import OneLineCommand, one_line_errors
 @one_line_errors
 def main(as_json: bool) -> None:
     """Report what this machine can run."""
-    from gmg_deploy.engine.environment import environment_report, format_report
+    from gmg_deploy.cli.environment_report import environment_report, format_report
 
     rep = environment_report()
     click.echo(json.dumps(rep, indent=2) if as_json else format_report(rep))

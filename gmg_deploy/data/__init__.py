@@ -1,1 +1,3 @@
-"""Synthetic data (deterministic bouncing digits) and the locators of the demo model shipped in the package."""
+"""Synthetic data (deterministic bouncing digits) and the demo model's locators; needs ``model`` only.
+
+Used by the commands and tests, not by the stages."""

@@ -1,8 +1,6 @@
-"""Stage: engine (build) - strongly typed TensorRT engines from exported ONNX graphs (``gmg-build``).
+"""The old name of :mod:`gmg_deploy.trt` (TensorRT builds), kept so old imports work: each module here is an alias.
 
-Everything but the TensorRT calls (:mod:`gmg_deploy.engine.trt_engine`; the one ``import tensorrt`` is
-:mod:`gmg_deploy.engine.trt_import`) is plain Python and tested on CPU: optimization-profile shapes
-(:mod:`.profile`, from the graph's :class:`GraphSignature`), an engine's I/O as data (:mod:`.engine_io`),
-the ``.plan.json`` sidecar's writer and reader (:mod:`.sidecar`), the known TensorRT pitfalls as data
-(:mod:`.pitfalls`) and the environment report of ``gmg-doctor`` (:mod:`.environment`).
+``gmg_deploy.engine.X`` is the very module ``gmg_deploy.trt.X`` (``openvino_import`` now lives in
+:mod:`gmg_deploy.runtime`, ``environment`` in :mod:`gmg_deploy.cli.environment_report`). Nothing in the
+package imports these names.
 """

@@ -1,4 +1,6 @@
-"""Stage: export - a model to ONNX (step graph with explicit state, or the unrolled sequence).
+"""Floor 4, stage export - a model to ONNX (step graph with explicit state, the unrolled sequence, the forecast).
+
+Imports floors 0-3 (the contract it writes is :mod:`gmg_deploy.graph`).
 
 Public API: :func:`export_model` (-> :class:`ExportResult`), :func:`read_metadata`,
 :func:`check_tensorrt_compat`, and :class:`StepSignature` (the graphs' I/O contract: names, order,

@@ -1,5 +1,7 @@
-"""Frames in, for every command: one reader, one set of rules (``gmg-infer --input``, ``gmg-calibrate``/
+"""Floor 3: frames in, for every command - one reader, one set of rules (``gmg-infer --input``, ``gmg-calibrate``/
 ``gmg-compare``/``gmg-build --verify`` ``--data``, the Polygraphy data loader).
+
+Imports floors 0-2: ``video`` for video files, ``graph`` for a model's frame shape and normalisation.
 
 :func:`read_frames` ``(path, frame_shape)`` -> float32 ``(N, T, C, H, W)``:
 

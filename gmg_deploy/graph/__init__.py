@@ -1,6 +1,6 @@
 """Floor 2, the graph contract: what every exported graph is and says, shared by every stage that reads graphs.
 
-Below every stage (``export`` writes it; ``evaluate``, ``precision``, ``build``, ``runtime`` and ``serve`` read
+Below every stage (``export`` writes it; ``evaluate``, ``precision``, ``trt``, ``runtime`` and ``serve`` read
 it) and above ``model``; imports ``model`` and the utilities only. Holds the I/O signature of any graph kind
 (:class:`GraphSignature`), the metadata as one typed object parsed once (:class:`GraphMetadata`), the graph
 index the passes share (:class:`GraphIndex`) and the one ONNX loader (:func:`load_onnx`).

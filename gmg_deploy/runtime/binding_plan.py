@@ -1,9 +1,9 @@
 """What a TensorRT engine must look like for the streaming runtime, checked without TensorRT.
 
-The TensorRT backend describes its engine as :class:`gmg_deploy.engine.engine_io.EngineIO` (names, I/O
+The TensorRT backend describes its engine as :class:`gmg_deploy.trt.engine_io.EngineIO` (names, I/O
 mode, shapes with -1 for dynamic axes, dtypes, optimisation-profile ranges) and :func:`make_binding_plan`
 checks it against the :class:`gmg_deploy.graph.signature.GraphSignature` of the gmg-deploy metadata it was
-built from (read from the ``MODEL.plan.json`` sidecar by :func:`gmg_deploy.engine.sidecar.read_sidecar`).
+built from (read from the ``MODEL.plan.json`` sidecar by :func:`gmg_deploy.trt.sidecar.read_sidecar`).
 The resulting :class:`BindingPlan` says which shape to set on each input and which runtime buffer (frame,
 prediction, state) each tensor is bound to.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from gmg_deploy.engine.engine_io import EngineIO
+from gmg_deploy.trt.engine_io import EngineIO
 from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, signature_of
 from gmg_deploy.graph.signature import TensorSig
 

@@ -68,7 +68,7 @@ def pick_backend(path: str | Path, backend: str = "auto") -> str:
 
 def _note_verification(engine: str | Path, metadata_path: Any) -> None:
     """``warning: ...`` (one line, stderr) for an engine whose sidecar says unverified or failed."""
-    from gmg_deploy.engine.sidecar import verification_note
+    from gmg_deploy.trt.sidecar import verification_note
 
     side = metadata_path if metadata_path is not None and Path(metadata_path).suffix.lower() == ".json" else None
     note = verification_note(engine, side)

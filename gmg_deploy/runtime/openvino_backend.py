@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from gmg_deploy.engine.openvino_import import import_openvino
+from gmg_deploy.runtime.openvino_import import import_openvino
 from gmg_deploy.errors import InputError
 from gmg_deploy.graph.metadata import GraphMetadata, MetadataError
 from gmg_deploy.graph.signature import FRAME, state_in, state_out

@@ -1,8 +1,8 @@
 """TensorRT backend (10.x/11.x tensor API) on torch CUDA memory and torch's CUDA stream.
 
-TensorRT comes from :func:`gmg_deploy.engine.trt_import.import_tensorrt` (the one import). The engine's
+TensorRT comes from :func:`gmg_deploy.trt.trt_import.import_tensorrt` (the one import). The engine's
 I/O is checked against the metadata in its ``<engine>.json`` sidecar (read by
-:func:`gmg_deploy.engine.sidecar.read_sidecar`; the check is :mod:`gmg_deploy.runtime.binding_plan`);
+:func:`gmg_deploy.trt.sidecar.read_sidecar`; the check is :mod:`gmg_deploy.runtime.binding_plan`);
 every tensor address is set once per step kind (``set_tensor_address``) on the ping-pong buffers, and
 ``execute_async_v3`` runs on torch's current stream. ``cuda_graph=True`` captures each step kind into a
 CUDA graph after one warm-up run.
@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from gmg_deploy.engine.engine_io import EngineIO, TensorSpec, dims_to_tuple, normalise_dtype
-from gmg_deploy.engine.sidecar import read_sidecar, sidecar_path
-from gmg_deploy.engine.trt_import import import_tensorrt
+from gmg_deploy.trt.engine_io import EngineIO, TensorSpec, dims_to_tuple, normalise_dtype
+from gmg_deploy.trt.sidecar import read_sidecar, sidecar_path
+from gmg_deploy.trt.trt_import import import_tensorrt
 from gmg_deploy.graph.metadata import GraphMetadata, MetadataError
 from gmg_deploy.runtime.backend import StepBackend
 from gmg_deploy.runtime.binding_plan import check_sidecar_matches, make_binding_plan

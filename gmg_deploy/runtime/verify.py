@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from gmg_deploy.engine.sidecar import read_sidecar_doc, record_verification, recorded_batch, sidecar_path
+from gmg_deploy.trt.sidecar import read_sidecar_doc, record_verification, recorded_batch, sidecar_path
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.accuracy import Comparison, check_same_model, compare_graphs, score_forecasts
 from gmg_deploy.evaluate.rollout import sequence_frames

@@ -42,7 +42,7 @@ class RepoEntry:
 
 def _plan_info(plan: Path, max_batch: int | None) -> tuple[GraphMetadata, int]:
     """Metadata and max batch of a TensorRT engine from its ``.plan.json`` sidecar (gmg-build)."""
-    from gmg_deploy.engine.sidecar import read_sidecar, read_sidecar_doc, sidecar_path
+    from gmg_deploy.trt.sidecar import read_sidecar, read_sidecar_doc, sidecar_path
 
     side = sidecar_path(plan)
     meta, _ = read_sidecar(side)

@@ -1,4 +1,7 @@
-"""Video in and out for the streaming runtime: frame sources, model-fitted preprocessing, panels, writer.
+"""Floor 1: video in and out - frame sources, reconnect, model-fitted preprocessing, panels, writer, live view.
+
+Imports the utilities only (nothing of the model, the graphs or the runtime: :func:`run_streams` drives
+any object with the Forecaster's methods).
 
 PyAV is an optional extra (``pip install gmg-deploy[video]``); it is imported only when a video is opened.
 
