@@ -27,13 +27,13 @@ MAX_OPSET = 20  # newest opset the TorchScript exporter writes
 class _StepModule(nn.Module):
     """``forward(frame, *states) -> (next_frame, *new_states)`` for the exporter."""
 
-    def __init__(self, model: RecurrentPredictor, batch_invariant: bool) -> None:
+    def __init__(self, model: RecurrentPredictor, batch_mode: str) -> None:
         super().__init__()
         self.model = model
-        self.batch_invariant = batch_invariant
+        self.batch_mode = batch_mode
 
     def forward(self, frame: torch.Tensor, *states: torch.Tensor):
-        nxt, new = self.model.step_tensors(frame, list(states), self.batch_invariant)
+        nxt, new = self.model.step_tensors(frame, list(states), self.batch_mode)
         return (nxt, *new)
 
 
@@ -71,7 +71,7 @@ def export_step_proto(
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _StepModule(m, batch_mode == "invariant"),
+            _StepModule(m, batch_mode),
             (frame, *states),
             buf,
             dynamo=False,

@@ -72,7 +72,7 @@ class TorchBackend(StepBackend):
     def _step(self, src: int, dst: int, from_pred: bool) -> None:
         s, d = self.sets[src], self.sets[dst]
         frame = s.pred if from_pred else self.frame_in
-        nxt, new = self.model.step_tensors(frame, list(s.state.values()), self.batch_mode == "invariant")
+        nxt, new = self.model.step_tensors(frame, list(s.state.values()), self.batch_mode)
         d.pred.copy_(nxt)
         for buf, t in zip(d.state.values(), new):
             buf.copy_(t)
