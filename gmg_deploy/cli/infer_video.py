@@ -139,8 +139,9 @@ def _stream(fc: Any, inputs: list[str], video: VideoOptions, out: str | None, gi
     serve = parse_serve(video.serve) if video.serve is not None else None
     K = fc.config.aft_seq_length if video.horizon is None else video.horizon
     check_horizon_budget(K, "--horizon", frame_shape=fc.frame_shape, streams=fc.batch_size, device=fc.device)
-    pre = Preprocessor(fc.frame_shape, video.fit, fc.metadata.test_mean, fc.metadata.test_std)  # refuses C not in
-    # (1, 3) early
+    # built once, here (refusing C not in (1, 3) before any source opens), and handed to run_streams
+    pre = Preprocessor(fc.frame_shape, video.fit, fc.metadata.test_mean, fc.metadata.test_std)
+
     def note(text: str) -> None:  # a note (e.g. a source lost) starts on its own line, after the progress line
         progress.end()
         click.echo(text, err=True)
@@ -150,7 +151,7 @@ def _stream(fc: Any, inputs: list[str], video: VideoOptions, out: str | None, gi
     rep = run_streams(fc, sources, horizon=K, fit=video.fit, realtime=video.realtime, video_out=video.video_out,
                       keep_preds=True if out else (window if gif else False),
                       keep_observed=window if gif else False, progress=progress,
-                      note=note, read_timeout=connect_timeout, serve=serve)
+                      note=note, read_timeout=connect_timeout, serve=serve, preprocessor=pre)
     return rep, K, pre
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -208,18 +209,20 @@ class GraphMetadata(Mapping[str, Any]):
     def from_json(cls, text: str, where: str = "ONNX model") -> "GraphMetadata":
         """Parse the metadata JSON text (cached: the same text is parsed once)."""
         key = (text, where)
-        hit = _PARSED.get(key)
-        if hit is not None:
-            _PARSED.move_to_end(key)
-            return hit
+        with _PARSED_LOCK:
+            hit = _PARSED.get(key)
+            if hit is not None:
+                _PARSED.move_to_end(key)
+                return hit
         try:
             doc = json.loads(text)
         except (json.JSONDecodeError, TypeError):
             raise MetadataError(f"{where}: metadata '{METADATA_KEY}' is not valid JSON; re-export it") from None
         meta = cls(doc, where)
-        _PARSED[key] = meta
-        while len(_PARSED) > _PARSED_MAX:
-            _PARSED.popitem(last=False)
+        with _PARSED_LOCK:  # live streams open engines from several threads
+            _PARSED[key] = meta
+            while len(_PARSED) > _PARSED_MAX:
+                _PARSED.popitem(last=False)
         return meta
 
     @classmethod
@@ -294,6 +297,7 @@ class GraphMetadata(Mapping[str, Any]):
 #: GraphMetadata objects by (JSON text, where): a graph's metadata is parsed once however often it is asked.
 _PARSED: "OrderedDict[tuple[str, str], GraphMetadata]" = OrderedDict()
 _PARSED_MAX = 64
+_PARSED_LOCK = threading.Lock()
 
 
 def load_graph(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model") -> tuple[Any, GraphMetadata]:

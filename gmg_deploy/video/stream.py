@@ -419,6 +419,7 @@ def run_streams(
     queue_size: int = 2,
     read_timeout: float = 10.0,
     serve: tuple[str, int] | None = None,
+    preprocessor: Preprocessor | None = None,
 ) -> VideoReport:
     """Forecast every source with ``fc`` (``fc.batch_size`` slots); see the module docstring.
 
@@ -430,6 +431,7 @@ def run_streams(
     ``True`` every frame, an int ``n`` only the last ``n`` (bounded memory on a live source).
     A reconnecting source (:func:`~gmg_deploy.video.reconnect.reconnecting`) that is down holds nobody up;
     its slot is reset when it comes back, and the time every stream was down is not run time.
+    ``preprocessor``: the one the caller already built for ``fc`` (default: from ``fc.metadata`` and ``fit``).
     """
     if isinstance(horizon, bool) or int(horizon) < 1:
         raise InputError(f"--horizon {horizon} must be >= 1")
@@ -437,7 +439,7 @@ def run_streams(
     read_timeout = check_timeout(read_timeout, "read_timeout")
     if not sources:
         raise InputError("no video source given")
-    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit)
+    pre = Preprocessor.for_metadata(fc.frame_shape, fc.metadata, fit) if preprocessor is None else preprocessor
     realtime = any(s.is_live for s in sources) if realtime is None else bool(realtime)
     report = VideoReport([StreamResult(s.spec, s.kind, s.fps, s.size, preds=_store(keep_preds),
                                        observed=_store(keep_observed)) for s in sources], K, realtime)
