@@ -20,6 +20,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from gmg_deploy.video.panel import column_labels, panel_geometry
+from live_helpers import CDP, CHROMIUM, FFMPEG, FFmpegListener, http_get, parse_metrics, wait_for
 from video_helpers import demo_frames, encode_clip, read_clip
 
 DEADLINE_S = 90.0
@@ -115,9 +116,9 @@ def _panel_size(horizon: int, with_truth: bool) -> tuple[int, int]:
 # --- (a) an RTSP source stopped mid-stream and restarted on the same port -------------------------------------
 
 def _rtsp():
-    from test_live_rtsp import RtspServer, _has_gst_rtsp
+    from live_helpers import RtspServer, has_gst_rtsp
 
-    if not _has_gst_rtsp():
+    if not has_gst_rtsp():
         pytest.skip("GStreamer RTSP server not installed (apt-get install gstreamer1.0-rtsp "
                     "gir1.2-gst-rtsp-server-1.0 python3-gi)")
     return RtspServer
@@ -159,7 +160,6 @@ def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_pa
     pytest.importorskip("prometheus_client")
     from PIL import Image
 
-    from test_live_view import CHROMIUM, _CDP, _get, _parse_metrics, _wait_for
 
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
@@ -168,7 +168,7 @@ def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_pa
                 "--serve", "127.0.0.1:0", "--json"])
     line = run.wait(lambda ln: "live view at" in ln, "the live view's address")
     url = re.search(r"(http://127\.0\.0\.1:\d+/)", line).group(1)
-    cdp = _CDP(str(tmp_path / "chromium"))
+    cdp = CDP(str(tmp_path / "chromium"), 60.0)
     try:
         target = cdp.call("Target.createTarget", url=url)["targetId"]
         session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
@@ -182,16 +182,16 @@ def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_pa
             png = base64.b64decode(cdp.call("Page.captureScreenshot", session, format="png")["data"])
             return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
-        _wait_for(seen, "the page to show a panel")
+        wait_for(seen, "the page to show a panel", 60.0, 0.05)
         s1, a = shot()
         threading.Event().wait(1.0)  # two screenshots a second apart
-        _wait_for(lambda: seen() > s1 + 1, "the page to show newer panels")
+        wait_for(lambda: seen() > s1 + 1, "the page to show newer panels", 60.0, 0.05)
         s2, b = shot()
         rect = cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
             "(() => {const r = document.getElementById('panel').getBoundingClientRect();"
             " return [r.x, r.y, r.width, r.height];})()"))["result"]["value"]
-        m1 = _parse_metrics(_get(url + "metrics")[2].decode())
-        m2 = _parse_metrics(_get(url + "metrics")[2].decode())
+        m1 = parse_metrics(http_get(url + "metrics")[2].decode())
+        m2 = parse_metrics(http_get(url + "metrics")[2].decode())
     finally:
         cdp.close()
     rc, rep, err = run.finish(signal.SIGINT)
@@ -213,30 +213,16 @@ def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_pa
 # --- (c) --video-out rtsp:// to an FFmpeg listener ------------------------------------------------------------
 
 def test_video_out_rtsp_pushes_the_panels_to_an_ffmpeg_listener(tmp_path, video_onnx_path):
-    from test_live_out import FFMPEG, _free_port, _listening
-    from test_live_out import _wait_for as wait_until
-
     if FFMPEG is None:
         pytest.skip("ffmpeg is not installed (apt-get install -y ffmpeg)")
     clip = encode_clip(tmp_path / "c.mkv", demo_frames(60, 16, 16, False, seed=2), fps=30)
-    port = _free_port()
     got_path = tmp_path / "got.mkv"
-    url = f"rtsp://127.0.0.1:{port}/live"
-    ff = subprocess.Popen([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-listen_timeout", "30",
-                           "-i", url, "-c", "copy", "-y", str(got_path)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_until(lambda: _listening(port) or ff.poll() is not None, "ffmpeg to listen")
-        assert ff.poll() is None, ff.stderr.read()
+    with FFmpegListener(got_path) as ff:
+        url = ff.url
         p = subprocess.run(INFER + ["--engine", str(video_onnx_path), "--input", str(clip), "--realtime",
                                     "--horizon", "2", "--video-out", url, "--json", "--quiet"],
                            capture_output=True, text=True, timeout=DEADLINE_S * 2)
-        assert ff.wait(DEADLINE_S) == 0, ff.stderr.read()
-    finally:
-        if ff.poll() is None:
-            ff.kill()
-            ff.wait()
-        ff.stderr.close()
+        ff.finished()
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     assert rep["video_out"] == url and rep["frames"] > 0

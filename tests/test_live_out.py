@@ -1,9 +1,6 @@
 """Live output: RtspPusher pushes panels to a real FFmpeg RTSP listener on 127.0.0.1; what arrives is decoded."""
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
 import time
 
@@ -15,31 +12,10 @@ av = pytest.importorskip("av")
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import OutputError
 from gmg_deploy.video.live_out import RtspPusher, is_live_output
+from live_helpers import FFMPEG, FFmpegListener, free_port, wait_for
 
-FFMPEG = shutil.which("ffmpeg")
 DEADLINE_S = 30.0
 W, H = 96, 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    """Is something listening on 127.0.0.1:port? (read from /proc: no probe connection, which the
-    one-shot FFmpeg listener would take for the stream)"""
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as fh:
-        return any(ln.split()[1] == want and ln.split()[3] == "0A" for ln in fh.readlines()[1:])
-
-
-def _wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        threading.Event().wait(0.02)  # a readiness poll with a deadline
 
 
 def _frame(i: int) -> np.ndarray:
@@ -50,27 +26,15 @@ def _frame(i: int) -> np.ndarray:
 
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install -y ffmpeg)")
 def test_push_to_an_ffmpeg_listener_and_decode_what_arrived(tmp_path):
-    port = _free_port()
     out = tmp_path / "got.mkv"
-    url = f"rtsp://127.0.0.1:{port}/live"
-    ff = subprocess.Popen([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-listen_timeout", "30",
-                           "-i", url, "-c", "copy", "-y", str(out)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for(lambda: _listening(port) or ff.poll() is not None, "ffmpeg to listen")
-        assert ff.poll() is None, ff.stderr.read()
-        n = 30
-        with RtspPusher(url, 15, (W, H)) as p:
+    n = 30
+    with FFmpegListener(out, DEADLINE_S) as ff:
+        with RtspPusher(ff.url, 15, (W, H)) as p:
             for i in range(n):
                 p.publish(_frame(i))
-                _wait_for(lambda: p.frames == i + 1 or p.failed, "the pusher to send the panel")  # no drops here
+                wait_for(lambda: p.frames == i + 1 or p.failed, "the pusher to send the panel")  # no drops here
             assert p.dropped == 0
-        assert ff.wait(DEADLINE_S) == 0, ff.stderr.read()
-    finally:
-        if ff.poll() is None:
-            ff.kill()
-            ff.wait()
-        ff.stderr.close()
+        ff.finished()
     with av.open(str(out)) as c:
         got = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
     assert len(got) == n and got[0].shape == (H, W, 3)
@@ -79,7 +43,7 @@ def test_push_to_an_ffmpeg_listener_and_decode_what_arrived(tmp_path):
 
 
 def test_no_server_is_one_output_error():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(OutputError, match=rf"cannot push to rtsp://127.0.0.1:{port}/live \(.*\); is a media"):
         RtspPusher(f"rtsp://127.0.0.1:{port}/live", 15, (W, H), timeout=5)
 
@@ -94,18 +58,12 @@ def test_refuses_bad_arguments():
 
 @pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed (apt-get install -y ffmpeg)")
 def test_the_server_going_away_is_one_output_error_on_the_next_publish(tmp_path):
-    port = _free_port()
-    url = f"rtsp://127.0.0.1:{port}/live"
-    ff = subprocess.Popen([FFMPEG, "-nostdin", "-loglevel", "quiet", "-listen_timeout", "30", "-i", url,
-                           "-c", "copy", "-y", str(tmp_path / "x.mkv")],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(lambda: _listening(port) or ff.poll() is not None, "ffmpeg to listen")
+    with FFmpegListener(tmp_path / "x.mkv", DEADLINE_S) as ff:
+        url = ff.url
         p = RtspPusher(url, 15, (W, H), timeout=5)
         p.publish(_frame(0))
-        _wait_for(lambda: p.frames == 1, "the first panel to be sent")
+        wait_for(lambda: p.frames == 1, "the first panel to be sent")
         ff.kill()
-        ff.wait()
         i = 1
         deadline = time.monotonic() + DEADLINE_S
         with pytest.raises(OutputError, match=rf"pushing to {url} failed after \d+ frame\(s\)"):
@@ -115,7 +73,3 @@ def test_the_server_going_away_is_one_output_error_on_the_next_publish(tmp_path)
                 threading.Event().wait(0.01)
         with pytest.raises(OutputError):
             p.close()
-    finally:
-        if ff.poll() is None:
-            ff.kill()
-            ff.wait()

@@ -4,12 +4,8 @@ gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-goo
 """
 from __future__ import annotations
 
-import os
 import random
-import selectors
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,61 +13,13 @@ pytest.importorskip("av")
 
 from gmg_deploy.video.reconnect import Backoff, LiveFrame, ReconnectEvent, ReconnectingSource
 from gmg_deploy.video.source import FrameSource
+from live_helpers import RtspServer, has_gst_rtsp
 
-SERVER = Path(__file__).with_name("rtsp_server.py")
-SYSTEM_PY = "/usr/bin/python3"
 DEADLINE_S = 30.0
 
 
-def _has_gst_rtsp() -> bool:
-    try:
-        r = subprocess.run([SYSTEM_PY, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-                            "from gi.repository import GstRtspServer"], capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not _has_gst_rtsp(), reason="GStreamer RTSP server not installed "
+pytestmark = pytest.mark.skipif(not has_gst_rtsp(), reason="GStreamer RTSP server not installed "
                                 "(apt-get install gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi)")
-
-
-class RtspServer:
-    """``tests/rtsp_server.py`` as a child process; ``port`` once it printed READY."""
-
-    def __init__(self, port: int = 0, fps: int = 30) -> None:
-        self.proc = subprocess.Popen([SYSTEM_PY, str(SERVER), "--port", str(port), "--fps", str(fps)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + DEADLINE_S
-        line = ""
-        try:
-            while not line.endswith("\n"):
-                left = deadline - time.monotonic()
-                assert left > 0 and sel.select(left), "the RTSP server printed no READY line"
-                ch = os.read(self.proc.stdout.fileno(), 256).decode()  # unbuffered: select() sees it all
-                assert ch, f"the RTSP server ended before READY ({line!r})"
-                line += ch
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            sel.close()
-        assert line.startswith("READY "), line
-        self.port = int(line.split()[1])
-        self.url = f"rtsp://127.0.0.1:{self.port}/x"
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(DEADLINE_S)
-        self.proc.stdout.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import base64
-import fcntl
+import functools
 import io
 import json
-import os
-import shutil
 import socket
-import subprocess
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -22,9 +18,11 @@ from gmg_deploy.errors import InputError, ServeError
 from gmg_deploy.video.live_metrics import LiveMetrics
 from gmg_deploy.video.live_view import BOUNDARY, LiveView, parse_serve
 from gmg_deploy.video.panel import column_labels, render_panel
+from live_helpers import CDP, CHROMIUM, http_get, parse_metrics
+from live_helpers import wait_for as _wait
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DEADLINE_S = 60.0
+wait_for = functools.partial(_wait, deadline_s=DEADLINE_S, poll_s=0.05)
 
 
 def _panel(seq: int) -> np.ndarray:
@@ -81,82 +79,6 @@ def served():
         view.close()
 
 
-def _get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.status, dict(r.headers), r.read()
-
-
-class _CDP:
-    """Chromium's DevTools protocol over ``--remote-debugging-pipe`` (fds 3/4, NUL-separated JSON)."""
-
-    def __init__(self, user_dir: str) -> None:
-        to_child_r, self._w = os.pipe()
-        self._r, from_child_w = os.pipe()
-        # above 9 (bash redirects those), so "3<&a 4>&b" cannot overwrite one end with the other
-        to_child_r, from_child_w = (self._high(fd) for fd in (to_child_r, from_child_w))
-
-        args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-                "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                f"--user-data-dir={user_dir}", "--window-size=800,400", "about:blank"]
-        # the pipe ends become the child's fds 3 (commands in) and 4 (answers out)
-        self.proc = subprocess.Popen(
-            ["/bin/bash", "-c", f'exec "$@" 3<&{to_child_r} 4>&{from_child_w}', "bash", *args],
-            pass_fds=(to_child_r, from_child_w), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
-        os.close(to_child_r)
-        os.close(from_child_w)
-        self._buf = b""
-        self._id = 0
-
-    @staticmethod
-    def _high(fd: int) -> int:
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-        os.close(fd)
-        return high
-
-    def call(self, method: str, session: str | None = None, **params):
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params}
-        if session:
-            msg["sessionId"] = session
-        os.write(self._w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            while b"\0" not in self._buf:
-                assert time.monotonic() < deadline, f"no DevTools answer to {method}"
-                chunk = os.read(self._r, 1 << 20)
-                assert chunk, "chromium closed the DevTools pipe"
-                self._buf += chunk
-            raw, self._buf = self._buf.split(b"\0", 1)
-            reply = json.loads(raw)
-            if reply.get("id") == self._id:
-                assert "error" not in reply, reply
-                return reply["result"]
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except (AssertionError, OSError):
-            pass
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(15)
-        os.close(self._w)
-        os.close(self._r)
-
-
-def _wait_for(predicate, what: str):
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        v = predicate()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        threading.Event().wait(0.05)  # a readiness poll with a deadline
-
-
 def _best_match(shot: np.ndarray, panels: dict[int, np.ndarray]) -> tuple[int, float]:
     errs = {s: float(np.abs(shot.astype(np.int16) - p.astype(np.int16)).mean()) for s, p in list(panels.items())}
     seq = min(errs, key=errs.get)
@@ -168,7 +90,7 @@ def test_browser_shows_the_panel_and_it_changes(served, tmp_path):
     from PIL import Image
 
     view, metrics, prod = served
-    cdp = _CDP(str(tmp_path / "chromium"))
+    cdp = CDP(str(tmp_path / "chromium"), DEADLINE_S)
     try:
         target = cdp.call("Target.createTarget", url=view.url)["targetId"]
         session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
@@ -182,17 +104,17 @@ def test_browser_shows_the_panel_and_it_changes(served, tmp_path):
             png = base64.b64decode(cdp.call("Page.captureScreenshot", session, format="png")["data"])
             return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
-        first_seen = _wait_for(seen, "the page to show a panel")
+        first_seen = wait_for(seen, "the page to show a panel")
         s1, a = shot()
         threading.Event().wait(1.0)  # two screenshots a second apart
-        _wait_for(lambda: seen() > s1 + 1, "the page to show newer panels")
+        wait_for(lambda: seen() > s1 + 1, "the page to show newer panels")
         s2, b = shot()
         h, w = _panel(1).shape[:2]
         rect = cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
             "(() => {const r = document.getElementById('panel').getBoundingClientRect();"
             " return [r.x, r.y, r.width, r.height];})()"))["result"]["value"]
         assert rect == [0, 0, w, h]
-        cells = _wait_for(lambda: cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
+        cells = wait_for(lambda: cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
             "Array.from(document.querySelectorAll('#stats tbody td')).map((td) => td.textContent)"))
             ["result"]["value"], "the stats table")
     finally:
@@ -208,26 +130,17 @@ def test_browser_shows_the_panel_and_it_changes(served, tmp_path):
     assert cells[0] == "cam0" and float(cells[2]) == 4.0 and int(cells[4]) > 0  # stream, p50 ms, frames
 
 
-def _parse_metrics(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = float(v)
-    return out
-
-
 def test_metrics_healthz_and_stats_agree_with_what_was_published(served):
     view, metrics, prod = served
-    code, _, body = _get(view.url + "healthz")
+    code, _, body = http_get(view.url + "healthz")
     assert code == 200 and body == b"ok\n"
     metrics.reconnect("cam0")
     metrics.error("cam0")
     prod.halt.set()
     prod.join(10)
-    code, headers, body = _get(view.url + "metrics")
+    code, headers, body = http_get(view.url + "metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain")
-    m = _parse_metrics(body.decode())
+    m = parse_metrics(body.decode())
     assert m['gmg_frames_total{stream="cam0"}'] == prod.frames > 0
     assert m['gmg_dropped_frames_total{stream="cam0"}'] == prod.drops
     assert m['gmg_reconnects_total{stream="cam0"}'] == 1
@@ -236,7 +149,7 @@ def test_metrics_healthz_and_stats_agree_with_what_was_published(served):
     assert m['gmg_latency_ms_bucket{le="5.0",stream="cam0"}'] == prod.frames  # 4 ms each
     assert m['gmg_latency_ms_bucket{le="2.0",stream="cam0"}'] == 0
     assert m["gmg_model_step_ms_count"] == prod.frames
-    stats = json.loads(_get(view.url + "stats.json")[2])
+    stats = json.loads(http_get(view.url + "stats.json")[2])
     s = stats["streams"]["cam0"]
     assert s["frames"] == prod.frames and s["dropped"] == prod.drops and s["reconnects"] == 1
     assert s["p50_ms"] == pytest.approx(4.0) and s["p99_ms"] == pytest.approx(4.0)
@@ -309,7 +222,7 @@ def test_frame_before_any_panel_is_503():
     view = LiveView("127.0.0.1", 0, LiveMetrics())
     try:
         with pytest.raises(urllib.error.HTTPError) as e:
-            _get(view.url + "frame.jpg")
+            http_get(view.url + "frame.jpg")
         assert e.value.code == 503
     finally:
         view.close()
