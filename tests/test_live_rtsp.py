@@ -15,7 +15,6 @@ from gmg_deploy.video.reconnect import Backoff, LiveFrame, ReconnectEvent, Recon
 from gmg_deploy.video.source import FrameSource
 from live_helpers import RtspServer, has_gst_rtsp
 
-DEADLINE_S = 30.0
 
 
 pytestmark = pytest.mark.skipif(not has_gst_rtsp(), reason="GStreamer RTSP server not installed "
