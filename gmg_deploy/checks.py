@@ -151,7 +151,9 @@ def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
 
 
 def check_graph_weights(proto: Any, where: str) -> None:
-    """Refuse an ONNX graph (``ModelProto``, external data loaded) whose initializers hold NaN/Inf."""
+    """Refuse an ONNX graph (``ModelProto``) whose initializers hold NaN/Inf; weights left in external files (not
+    loaded into the proto) are not read here."""
     from onnx import numpy_helper
 
-    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), where)
+    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
+                          if not t.external_data), where)

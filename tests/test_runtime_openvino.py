@@ -261,6 +261,22 @@ def test_batch_over_the_memory_budget_is_refused_before_compiling(graphs, monkey
         Forecaster.open(graphs["gmg_tiny"][0], backend="openvino", batch_size=64)
 
 
+def test_nan_weights_are_refused_before_compiling(graphs, tmp_path):
+    """Like every other path that runs a graph: NaN/Inf weights would turn every forecast into NaN."""
+    import re
+
+    from onnx import numpy_helper
+
+    m = onnx.load(str(graphs["gmg_tiny"][0]))
+    t = next(t for t in m.graph.initializer if numpy_helper.to_array(t).size > 10)
+    a = numpy_helper.to_array(t).copy()
+    a.flat[3] = np.inf
+    t.CopyFrom(numpy_helper.from_array(a, t.name))
+    onnx.save(m, str(tmp_path / "inf.onnx"))
+    with pytest.raises(InputError, match=rf"inf.onnx: weight {re.escape(t.name)} holds 1 NaN or infinite value\(s\)"):
+        Forecaster.open(tmp_path / "inf.onnx", backend="openvino")
+
+
 @pytest.mark.parametrize("variant", ["bf16", "int8_trt"])
 def test_gmg_compare_checks_the_openvino_candidate(demo, variant, tmp_path):
     """`gmg-compare FP32.onnx CANDIDATE --candidate-backend openvino --check` on the demo: bf16 (precision hint,

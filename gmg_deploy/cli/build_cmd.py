@@ -85,14 +85,12 @@ class BuildOptions:
 def _run(opts: BuildOptions) -> None:
     from gmg_deploy.trt.profile import BuildError, batch_range, profile_shapes
     from gmg_deploy.trt.sidecar import build_sidecar, sidecar_path, write_sidecar
-    from gmg_deploy.checks import check_graph_weights
     from gmg_deploy.export.trt_lint import refuse_cpu_int8
     from gmg_deploy.graph.metadata import load_graph
     from gmg_deploy.io import atomic_write_bytes, check_not_input, check_output_path
 
     # checks, all before TensorRT is touched
-    proto, meta = load_graph(opts.model)  # read once: the metadata checked, the weights loaded
-    check_graph_weights(proto, opts.model)  # an engine of NaN weights forecasts only NaN
+    proto, meta = load_graph(opts.model, finite=True)  # read once; an engine of NaN weights forecasts only NaN
     del proto  # TensorRT parses the file itself
     refuse_cpu_int8(meta, opts.model)
     rng = batch_range(meta, opts.min_batch, opts.opt_batch, opts.max_batch)

@@ -151,12 +151,9 @@ def load_graph(path: str) -> tuple[Any, GraphMetadata]:
     """An exported ONNX graph (weights loaded and checked) and its :class:`GraphMetadata`, or one clear error."""
     from pathlib import Path
 
-    from gmg_deploy.checks import check_graph_weights
     from gmg_deploy.errors import MetadataError
     from gmg_deploy.graph.metadata import load_graph as load_graph_file
 
     if not Path(path).is_file():
         raise MetadataError(f"{path}: not found" if not Path(path).exists() else f"{path} is not a file")
-    proto, meta = load_graph_file(path)
-    check_graph_weights(proto, path)
-    return proto, meta
+    return load_graph_file(path, finite=True)

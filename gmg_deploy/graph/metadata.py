@@ -47,6 +47,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from gmg_deploy import __version__
+from gmg_deploy.checks import check_graph_weights
 from gmg_deploy.errors import ConfigError, MetadataError
 from gmg_deploy.graph.onnx_file import load_onnx
 from gmg_deploy.graph.signature import DTYPES, GRAPH_KINDS, GraphSignature
@@ -300,10 +301,17 @@ _PARSED_MAX = 64
 _PARSED_LOCK = threading.Lock()
 
 
-def load_graph(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model") -> tuple[Any, GraphMetadata]:
-    """``(proto, GraphMetadata)`` of an exported graph: loaded once (:func:`load_onnx`), its metadata parsed once."""
+def load_graph(model: str | Path | Any, *, weights: bool = True, what: str = "ONNX model",
+               finite: bool = False) -> tuple[Any, GraphMetadata]:
+    """``(proto, GraphMetadata)`` of an exported graph: loaded once (:func:`load_onnx`), its metadata parsed once;
+    ``finite=True`` also refuses NaN/Inf weights (:func:`gmg_deploy.checks.check_graph_weights`), what every path
+    that runs or builds the graph asks (such weights turn every forecast into NaN)."""
     proto = load_onnx(model, weights=weights, what=what)
-    return proto, GraphMetadata.from_proto(proto, str(model) if isinstance(model, (str, Path)) else what)
+    where = str(model) if isinstance(model, (str, Path)) else what
+    meta = GraphMetadata.from_proto(proto, where)
+    if finite:
+        check_graph_weights(proto, where)
+    return proto, meta
 
 
 def as_metadata(meta: Mapping[str, Any], where: str = "metadata") -> GraphMetadata:

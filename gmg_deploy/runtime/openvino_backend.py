@@ -26,7 +26,7 @@ import torch
 
 from gmg_deploy.runtime.openvino_import import import_openvino
 from gmg_deploy.errors import InputError
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError
+from gmg_deploy.graph.metadata import MetadataError, load_graph
 from gmg_deploy.graph.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 
@@ -67,7 +67,7 @@ class OpenVINOBackend(StepBackend):
         self._ov = ov
         self.path = Path(path)
         self._set_batch_size(batch_size)
-        self._set_metadata(GraphMetadata.read(self.path), str(self.path))
+        self._set_metadata(load_graph(self.path, finite=True)[1], str(self.path))  # NaN/Inf weights refused
         self.ov_device = ov_device_name(device)
         self.device = torch.device("cpu")  # where the buffers live, whatever device OpenVINO computes on
         self.core = core if core is not None else ov.Core()

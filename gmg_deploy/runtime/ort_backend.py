@@ -18,22 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gmg_deploy.checks import check_graph_weights
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.ort_session import session_options
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, load_graph
+from gmg_deploy.graph.metadata import MetadataError, load_graph
 from gmg_deploy.graph.signature import FRAME, state_in, state_out
 from gmg_deploy.runtime.backend import StepBackend
 
 _NP = {torch.float32: np.float32, torch.float16: np.float16}
-
-
-def _read_checked(path: Path) -> GraphMetadata:
-    """The graph's metadata, after refusing NaN/Inf weights (they would turn every forecast into NaN); a missing,
-    non-ONNX or weightless file is one :class:`gmg_deploy.errors.GraphFileError` (:func:`load_graph`)."""
-    proto, meta = load_graph(path)
-    check_graph_weights(proto, str(path))
-    return meta
 
 
 class OrtBackend(StepBackend):
@@ -56,7 +47,7 @@ class OrtBackend(StepBackend):
 
         self.path = Path(path)
         self._set_batch_size(batch_size)
-        self._set_metadata(_read_checked(self.path), str(self.path))
+        self._set_metadata(load_graph(self.path, finite=True)[1], str(self.path))  # NaN/Inf weights refused
         self._set_device(device)
         opts = session_options(threads, spin)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

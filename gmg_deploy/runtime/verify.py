@@ -134,13 +134,10 @@ def compare_models(
 def _ort_graph(side: Side, emulated_path: Path) -> tuple[Any, str, str]:
     """An ONNX side -> (ModelProto to score, a file the runtime can open, graph kind); FP16 graphs emulated."""
     import onnx
-    from onnx import numpy_helper
 
-    from gmg_deploy.checks import check_finite_tensors
     from gmg_deploy.precision.fp16 import emulate_fp16
 
-    proto, meta = load_graph(side.path)  # one GraphFileError for a missing, non-ONNX or weightless file
-    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer), side.path)
+    proto, meta = load_graph(side.path, finite=True)  # one error for a missing, non-ONNX or NaN-weight file
     kind = meta.graph
     if meta.precision != "fp16" or not side.emulate:
         return proto, side.path, kind

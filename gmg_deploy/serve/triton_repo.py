@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmg_deploy.checks import check_finite_tensors
+from gmg_deploy.checks import check_graph_weights
 from gmg_deploy.errors import GMGError, InputError
 from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, load_graph
 from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET, check_tensorrt_compat
@@ -79,7 +79,7 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
     elif suffix == ".onnx":
         proto, meta = load_graph(src, weights=False)  # read once: its metadata, then its (inline) weights
         check_forecast_metadata(meta, str(src))
-        _check_finite_weights(proto, src)
+        check_graph_weights(proto, str(src))  # the weights held in the file (external ones are not read)
         max_batch = options.max_batch or DEFAULT_MAX_BATCH
         platform = "python" if options.flavour == "python" else "onnxruntime_onnx"
         fname = "model.onnx"
@@ -90,15 +90,6 @@ def write_model_repository(model: str | Path, repo: str | Path, options: ServeOp
     dest = _publish(src, Path(repo), options.name, fname, text, python=platform == "python", force=force)
     sig = meta.signature
     return RepoEntry(dest, platform, int(max_batch), int(sig.horizon), len(sig.state))
-
-
-def _check_finite_weights(proto: Any, src: Path) -> None:
-    """Refuse a graph with a NaN/Inf initializer (the shared :func:`check_finite_tensors` check; weights kept in
-    external files are not read here)."""
-    from onnx import numpy_helper
-
-    check_finite_tensors(((t.name, numpy_helper.to_array(t)) for t in proto.graph.initializer
-                          if not t.external_data), str(src))
 
 
 def _publish(src: Path, root: Path, name: str, fname: str, text: str, *, python: bool, force: bool) -> Path:
