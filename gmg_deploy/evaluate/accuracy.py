@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from gmg_deploy.evaluate.metrics import mse_per_step, ssim_per_step
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import graph_metadata, rollout, sequence_frames
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import MetadataLike, as_metadata
 
 #: Acceptance limits on the SSIM drop at every forecast step (issue #6), by the candidate's precision.
 SSIM_DROP_LIMITS = {"fp16": 0.002, "int8": 0.01, "fp32": 1e-6}
@@ -170,7 +170,7 @@ def score_forecasts(
     )
 
 
-def check_same_model(meta_a: GraphMetadata | Mapping[str, Any], meta_b: GraphMetadata | Mapping[str, Any]) -> str:
+def check_same_model(meta_a: MetadataLike, meta_b: MetadataLike) -> str:
     """Refuse two metadata of different models (warp-gate layout or configuration); -> the warp gate."""
     a, b = as_metadata(meta_a, "reference metadata"), as_metadata(meta_b, "candidate metadata")
     gate_a, gate_b = a.warp_gate, b.warp_gate

@@ -9,19 +9,19 @@ calibration (which asks for extra outputs through ``on_step``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
 from gmg_deploy.checks import check_frames
 from gmg_deploy.errors import InputError
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata, load_graph
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataLike, as_metadata, load_graph
 from gmg_deploy.graph.signature import GraphSignature, state_in, state_out
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-def sequence_frames(frames: np.ndarray, meta: GraphMetadata | Mapping[str, Any], where: str = "data") -> np.ndarray:
+def sequence_frames(frames: np.ndarray, meta: MetadataLike, where: str = "data") -> np.ndarray:
     """``frames`` ``(N, T>=pre, C, H, W)`` checked against the graph's config (:func:`gmg_deploy.checks.check_frames`),
     as float32."""
     frame_shape, pre = _frame_spec(meta)
@@ -30,7 +30,7 @@ def sequence_frames(frames: np.ndarray, meta: GraphMetadata | Mapping[str, Any],
     return a.astype(np.float32, copy=False)
 
 
-def _frame_spec(meta: GraphMetadata | Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+def _frame_spec(meta: MetadataLike) -> tuple[tuple[int, ...], int]:
     """``(frame shape C,H,W, frames observed)`` of a graph's metadata. A bare ``{"config": {...}}`` without a
     schema (callers that know only the config's ``in_shape``/``pre_seq_length``) is read as given."""
     if isinstance(meta, GraphMetadata) or "schema" in meta:
@@ -42,7 +42,7 @@ def _frame_spec(meta: GraphMetadata | Mapping[str, Any]) -> tuple[tuple[int, ...
 
 def rollout(
     session: Any,
-    meta: GraphMetadata | Mapping[str, Any],
+    meta: MetadataLike,
     frames: np.ndarray,
     *,
     aft: int | None = None,

@@ -8,18 +8,18 @@ yields, one chunk of sequences at a time, every step's feed dict, cast to the dt
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import numpy as np
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.rollout import rollout, sequence_frames
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataLike, as_metadata
 
 _NP = {"float32": np.float32, "float16": np.float16}
 
 
-def check_reference(ref_meta: GraphMetadata | Mapping[str, Any], where: str) -> GraphMetadata:
+def check_reference(ref_meta: MetadataLike, where: str) -> GraphMetadata:
     """The reference must be an FP32 step graph (its states are the ones a real FP32 rollout reaches); -> its
     metadata."""
     ref = as_metadata(ref_meta, where)
@@ -31,7 +31,7 @@ def check_reference(ref_meta: GraphMetadata | Mapping[str, Any], where: str) -> 
     return ref
 
 
-def check_same_model(ref_meta: GraphMetadata | Mapping[str, Any], test_meta: GraphMetadata | Mapping[str, Any],
+def check_same_model(ref_meta: MetadataLike, test_meta: MetadataLike,
                      ref_where: str, test_where: str) -> None:
     """The graph under test must be a step graph with the reference's I/O names and per-sample shapes."""
     ref_m, test_m = as_metadata(ref_meta, ref_where), as_metadata(test_meta, test_where)
@@ -45,10 +45,10 @@ def check_same_model(ref_meta: GraphMetadata | Mapping[str, Any], test_meta: Gra
 
 def recurrent_feeds(
     session: Any,
-    ref_meta: GraphMetadata | Mapping[str, Any],
+    ref_meta: MetadataLike,
     frames: np.ndarray,
     *,
-    test_meta: GraphMetadata | Mapping[str, Any] | None = None,
+    test_meta: MetadataLike | None = None,
     batch: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield the feed of every step of every sequence: ``pre + aft - 1`` feeds per chunk of ``batch`` sequences.

@@ -11,14 +11,14 @@ TensorRT importer silently reads them as nearest (TensorRT issue #4646); export 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from gmg_deploy.errors import MetadataError, TensorRTCompatError
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataLike, as_metadata
 from gmg_deploy.graph.onnx_file import load_onnx
 
 #: ONNX ops the TensorRT 10 parser converts (operator matrix, "Y" rows).
@@ -159,7 +159,7 @@ def _check_qdq(n: onnx.NodeProto, consts: dict, bad) -> None:
             bad(f"scale of rank {scale.ndim} without block_size is not supported")
 
 
-def refuse_cpu_int8(meta: GraphMetadata | Mapping[str, Any] | None, where: str) -> None:
+def refuse_cpu_int8(meta: MetadataLike | None, where: str) -> None:
     """Raise :class:`TensorRTCompatError` (one line) when ``meta`` describes an INT8 graph made for ORT CPU."""
     if meta is None:
         return

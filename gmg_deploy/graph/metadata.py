@@ -62,7 +62,7 @@ SCHEMA_VERSION = 1
 #: Precisions a graph is written in (``gmg-export --precision``).
 PRECISIONS = ("fp32", "fp16", "int8")
 __all__ = ["METADATA_KEY", "METADATA_PARAM", "SCHEMA_VERSION", "PRECISIONS", "MetadataError", "GraphMetadata",
-           "as_metadata", "load_graph", "build_metadata", "forecast_metadata", "attach_metadata", "metadata_from_proto",
+           "as_metadata", "MetadataLike", "load_graph", "build_metadata", "forecast_metadata", "attach_metadata", "metadata_from_proto",
            "read_metadata", "warp_gate_of", "config_from_metadata", "signature_of"]
 
 _FIELDS = ("where", "graph", "config", "signature", "precision", "warp", "warp_gate", "batch_mode", "batch",
@@ -294,6 +294,10 @@ class GraphMetadata(Mapping[str, Any]):
                         "(gmg-export without --precision)")
         return self
 
+
+#: What a function taking metadata accepts: a :class:`GraphMetadata`, or its JSON dict (:func:`as_metadata` turns
+#: either into the typed object).
+MetadataLike = GraphMetadata | Mapping[str, Any]
 
 #: GraphMetadata objects by (JSON text, where): a graph's metadata is parsed once however often it is asked.
 _PARSED: "OrderedDict[tuple[str, str], GraphMetadata]" = OrderedDict()

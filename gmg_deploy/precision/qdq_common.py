@@ -1,13 +1,13 @@
 """What both INT8 layouts share: the keep-float node set, the topological merge of Q/DQ nodes, the INT8 metadata."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from gmg_deploy.errors import CalibrationError
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import MetadataLike, as_metadata
 
 
-def stamp_int8(m: Any, meta: GraphMetadata | Mapping[str, Any], ranges: dict[str, Any], target: str,
+def stamp_int8(m: Any, meta: MetadataLike, ranges: dict[str, Any], target: str,
                **counts: Any) -> Any:
     """Attach the INT8 graph's metadata to ``m`` (``precision: int8``; ``calibration``: the ranges' method,
     fingerprint and sequences, the ``target`` and the pass's ``counts``) and check the model; -> ``m``."""

@@ -16,12 +16,12 @@ TensorRT (non-zero zero points): ``gmg-build`` and the TensorRT lint refuse it.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 
 from gmg_deploy.graph.index import GraphIndex
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import MetadataLike, as_metadata
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import activation_inputs, comes_from_softmax, quantize_weight, weight_axis
 from gmg_deploy.errors import CalibrationError
@@ -41,7 +41,7 @@ def u8_params(lo: float, hi: float) -> tuple[float, int]:
 
 def quantize_graph_cpu(
     model: Any,
-    meta: GraphMetadata | Mapping[str, Any],
+    meta: MetadataLike,
     ranges: dict[str, Any],
     *,
     skip_softmax_operands: bool = True,

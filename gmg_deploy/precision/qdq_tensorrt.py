@@ -9,18 +9,18 @@ Runtime CPU (DQ then float op, slower than FP32) and in TensorRT (fused int8 ker
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 
 from gmg_deploy.graph.index import GraphIndex
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import MetadataLike, as_metadata
 from gmg_deploy.precision.qdq_common import finish_graph, keep_float_nodes, stamp_int8
 from gmg_deploy.precision.qdq_rules import (QMAX, QUANT_OPS, activation_inputs, comes_from_softmax, quantize_weight,
                                             weight_axis)
 
 
-def quantize_graph_tensorrt(model: Any, meta: GraphMetadata | Mapping[str, Any], ranges: dict[str, Any], *,
+def quantize_graph_tensorrt(model: Any, meta: MetadataLike, ranges: dict[str, Any], *,
                             skip_softmax_operands: bool = True, keep_float: Iterable[str] = (),
                             where: str = "ranges file") -> Any:
     """The ``tensorrt`` layout of the checked FP32 graph ``model`` (metadata ``meta``) -> a new ModelProto."""

@@ -10,12 +10,11 @@ backend implements (the role of Polygraphy's ``BaseRunner.infer()`` -> ``infer_i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Mapping
 
 import torch
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, MetadataLike, as_metadata
 from gmg_deploy.graph.signature import GraphSignature
 from gmg_deploy.model.config import ModelConfig
 from gmg_deploy.runtime.buffers import NUM_SETS, BufferSet, allocate_sets, check_buffer_budget, torch_dtype
@@ -40,7 +39,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 _GRAPH_HINTS = {"step": "a step graph (gmg-export --graph step)", "forecast": "a forecast graph (--graph forecast)"}
 
 
-def check_step_metadata(meta: GraphMetadata | Mapping[str, Any], where: str, batch_size: int,
+def check_step_metadata(meta: MetadataLike, where: str, batch_size: int,
                         kinds: tuple[str, ...] = ("step",)) -> None:
     """The metadata describes a graph of one of ``kinds`` usable with ``batch_size`` streams, else one clear error."""
     m = as_metadata(meta, where)
@@ -83,7 +82,7 @@ class StepBackend(ABC):
         if self.batch_size < 1:
             raise InputError(f"batch_size={batch_size} must be >= 1")
 
-    def _set_metadata(self, metadata: GraphMetadata | Mapping[str, Any], where: str) -> None:
+    def _set_metadata(self, metadata: MetadataLike, where: str) -> None:
         """Accept the metadata (a :class:`GraphMetadata`, or its JSON dict: checked once here, names against the
         state list included) of a graph of :attr:`graph_kinds` for ``self.batch_size`` streams; keep it and its
         signature, config and batch mode."""

@@ -10,14 +10,10 @@ prediction, state) each tensor is bound to.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from gmg_deploy.trt.engine_io import EngineIO
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, signature_of
+from gmg_deploy.graph.metadata import MetadataError, MetadataLike, signature_of
 from gmg_deploy.graph.signature import TensorSig
-
-#: A graph's metadata: a :class:`GraphMetadata`, or its JSON dict (whose :class:`GraphSignature` is asked).
-Metadata = GraphMetadata | Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -44,12 +40,12 @@ class BindingPlan:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def expected_io(meta: Metadata) -> dict[str, TensorSig]:
+def expected_io(meta: MetadataLike) -> dict[str, TensorSig]:
     """name -> what the metadata's step signature says of it (shape with None for a dynamic batch, dtype, role)."""
     return signature_of(meta).by_name()
 
 
-def check_engine_io(engine: EngineIO, meta: Metadata, where: str) -> None:
+def check_engine_io(engine: EngineIO, meta: MetadataLike, where: str) -> None:
     """The engine's tensor names, modes, shapes and dtypes are those the metadata describes."""
     sig = signature_of(meta)
     if sig.graph != "step":
@@ -78,7 +74,7 @@ def check_engine_io(engine: EngineIO, meta: Metadata, where: str) -> None:
                                 "the runtime needs fixed C,H,W and state shapes")
 
 
-def make_binding_plan(engine: EngineIO, meta: Metadata, batch_size: int, where: str = "engine") -> BindingPlan:
+def make_binding_plan(engine: EngineIO, meta: MetadataLike, batch_size: int, where: str = "engine") -> BindingPlan:
     """Check ``engine`` against ``meta`` for ``batch_size`` streams and say how to bind it."""
     if batch_size < 1:
         raise MetadataError(f"batch_size={batch_size} must be >= 1")

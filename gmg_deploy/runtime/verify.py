@@ -17,7 +17,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from gmg_deploy.trt.sidecar import read_sidecar_doc, record_verification, record
 from gmg_deploy.errors import InputError
 from gmg_deploy.evaluate.accuracy import Comparison, check_same_model, compare_graphs, score_forecasts
 from gmg_deploy.evaluate.rollout import sequence_frames
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata, load_graph
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, MetadataLike, as_metadata, load_graph
 from gmg_deploy.runtime.forecaster import TRITON_SCHEME, Forecaster, pick_backend
 
 #: Sequences a side forecasts per runtime call unless told otherwise.
@@ -44,7 +44,7 @@ class Side:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def effective_precision(meta: GraphMetadata | Mapping[str, Any], side: Side) -> str:
+def effective_precision(meta: MetadataLike, side: Side) -> str:
     """The precision a side computes in: its graph's, or FP16-class for an FP32 graph that OpenVINO runs with a
     ``bf16``/``f16`` precision hint (the FP16/BF16 limit, 0.002, applies then)."""
     precision = as_metadata(meta).precision

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from gmg_deploy.errors import InputError
-from gmg_deploy.graph.metadata import METADATA_PARAM, GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import METADATA_PARAM, MetadataLike, as_metadata
 from gmg_deploy.graph.signature import state_in, state_name, state_out
 
 FLAVOURS = ("implicit", "python")
@@ -96,7 +96,7 @@ def parse_config_text(text: str, where: str) -> Any:
         raise InputError(f"{where} is not a valid Triton model config ({' '.join(str(e).split())[:200]})") from None
 
 
-def check_forecast_metadata(meta: GraphMetadata | Mapping[str, Any], where: str) -> None:
+def check_forecast_metadata(meta: MetadataLike, where: str) -> None:
     """Triton serves the one-call forecast graph with a dynamic batch axis."""
     m = as_metadata(meta, where)
     if m.graph != "forecast":
@@ -127,7 +127,7 @@ def _q(s: str) -> str:
     return json.dumps(s)  # a protobuf text-format string literal (JSON escapes are a subset)
 
 
-def config_text(meta: GraphMetadata | Mapping[str, Any], o: ServeOptions, *, platform: str, max_batch: int) -> str:
+def config_text(meta: MetadataLike, o: ServeOptions, *, platform: str, max_batch: int) -> str:
     """The ``config.pbtxt`` text. ``platform``: ``onnxruntime_onnx``, ``tensorrt_plan`` or ``python``."""
     m = as_metadata(meta)
     sig = m.signature

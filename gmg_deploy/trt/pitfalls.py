@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export.trt_lint import GRIDSAMPLE_BAD_OPSET
-from gmg_deploy.graph.metadata import GraphMetadata, as_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataLike, as_metadata
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def pitfalls_in(trt_version: str | None) -> list[Pitfall]:
     return [p for p in PITFALLS if _version_matches(trt_version, p.versions)]
 
 
-def pitfalls_for(trt_version: str, meta: GraphMetadata | Mapping[str, Any], *,
+def pitfalls_for(trt_version: str, meta: MetadataLike, *,
                  opset: int | None = None) -> list[Pitfall]:
     """The pitfalls that apply to a graph with gmg-deploy metadata ``meta`` built with TensorRT ``trt_version``.
 
@@ -152,7 +152,7 @@ def pitfalls_for(trt_version: str, meta: GraphMetadata | Mapping[str, Any], *,
     return [p for p, applies in _TABLE if _version_matches(trt_version, p.versions) and applies(m, opset)]
 
 
-def needs_verify(trt_version: str, meta: GraphMetadata | Mapping[str, Any], *,
+def needs_verify(trt_version: str, meta: MetadataLike, *,
                  opset: int | None = None) -> list[Pitfall]:
     """The applicable pitfalls that make verification on data mandatory (empty: none)."""
     return [p for p in pitfalls_for(trt_version, meta, opset=opset) if p.requires_verify]

@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 from gmg_deploy.errors import BuildError
-from gmg_deploy.graph.metadata import GraphMetadata, signature_of
-
-#: A graph's metadata: a :class:`GraphMetadata`, or its JSON dict.
-Metadata = GraphMetadata | Mapping[str, Any]
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataLike, signature_of
 
 
 @dataclass(frozen=True)
@@ -18,7 +14,7 @@ class BatchRange:
     max: int
 
 
-def batch_range(meta: Metadata, min_batch: int | None, opt_batch: int | None, max_batch: int | None) -> BatchRange:
+def batch_range(meta: MetadataLike, min_batch: int | None, opt_batch: int | None, max_batch: int | None) -> BatchRange:
     """Validate the requested batch range against the graph (a fixed-batch graph allows only its batch).
 
     ``meta``: the graph's metadata, or any mapping holding just its ``batch`` (None: dynamic)."""
@@ -39,13 +35,13 @@ def batch_range(meta: Metadata, min_batch: int | None, opt_batch: int | None, ma
     return BatchRange(lo, opt, hi)
 
 
-def input_shapes(meta: Metadata) -> dict[str, list[int]]:
+def input_shapes(meta: MetadataLike) -> dict[str, list[int]]:
     """Every graph input's shape with batch 0 as a placeholder, in the signature's order (frame/frames first,
     then state_in.*)."""
     return {t.name: [int(d) for d in t.shape] for t in signature_of(meta).inputs(0)}
 
 
-def profile_shapes(meta: Metadata, rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:
+def profile_shapes(meta: MetadataLike, rng: BatchRange) -> dict[str, tuple[tuple[int, ...], ...]]:
     """Input name -> (min, opt, max) shapes for ``IOptimizationProfile.set_shape``."""
     out = {}
     for name, shape in input_shapes(meta).items():

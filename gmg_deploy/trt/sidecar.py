@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from gmg_deploy.trt.engine_io import EngineIO, TensorSpec, normalise_dtype
 from gmg_deploy.trt.profile import BatchRange
-from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, as_metadata
+from gmg_deploy.graph.metadata import GraphMetadata, MetadataError, MetadataLike, as_metadata
 from gmg_deploy.io import atomic_write_text
 
 SIDECAR_SCHEMA = 1
@@ -45,7 +45,7 @@ def io_record(name: str, is_input: bool, shape: Sequence[int], dtype: Any) -> di
 
 
 def build_sidecar(
-    meta: GraphMetadata | Mapping[str, Any],
+    meta: MetadataLike,
     *,
     onnx_path: str,
     trt_version: str,
