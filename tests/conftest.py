@@ -53,6 +53,21 @@ def write_lightning_ckpt(name: str, path: Path, *, hparams_update: dict | None =
     return path
 
 
+def export_step_and_forecast(name: str, folder: Path) -> tuple[Path, Path, object]:
+    """The fixture ``name`` loaded from a Lightning checkpoint, its step and forecast graphs (horizon = aft) saved
+    in ``folder`` -> (step path, forecast path, model)."""
+    import onnx
+
+    from gmg_deploy.export import build_proto
+    from gmg_deploy.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(write_lightning_ckpt(name, folder / f"{name}.ckpt"))
+    sp, fp = folder / f"{name}_step.onnx", folder / f"{name}_fc.onnx"
+    onnx.save(build_proto(model, graph="step"), sp)
+    onnx.save(build_proto(model, graph="forecast"), fp)
+    return sp, fp, model
+
+
 def run_step_chain(sess, model, frames: np.ndarray) -> np.ndarray:
     """Drive an ONNX step graph (ORT session) through pre+aft-1 steps from zero state -> every step's output."""
     cfg = model.config

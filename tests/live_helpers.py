@@ -5,7 +5,9 @@ the context manager or ``close()`` that started it.
 """
 from __future__ import annotations
 
+import base64
 import fcntl
+import io
 import json
 import os
 import selectors
@@ -147,6 +149,38 @@ class CDP:
             self.proc.wait(15)
         os.close(self._w)
         os.close(self._r)
+
+
+class LivePage:
+    """The live view's page opened in headless Chromium (:class:`CDP`): how many panels it has shown, screenshots,
+    values of expressions evaluated in it."""
+
+    def __init__(self, cdp: CDP, url: str) -> None:
+        self.cdp = cdp
+        target = cdp.call("Target.createTarget", url=url)["targetId"]
+        self.session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    def value(self, expression: str) -> Any:
+        return self.cdp.call("Runtime.evaluate", self.session, returnByValue=True,
+                             expression=expression)["result"].get("value")
+
+    def seen(self) -> int:
+        """Panels the page has shown (its ``seen`` counter; 0 before the script ran)."""
+        return int(self.value("typeof seen === 'undefined' ? 0 : seen") or 0)
+
+    def shot(self) -> tuple[int, Any]:
+        """``(seen, RGB screenshot as a NumPy array)``."""
+        import numpy as np
+        from PIL import Image
+
+        s = self.seen()
+        png = base64.b64decode(self.cdp.call("Page.captureScreenshot", self.session, format="png")["data"])
+        return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+    def panel_rect(self) -> list[float]:
+        """``[x, y, width, height]`` of the page's panel image."""
+        return self.value("(() => {const r = document.getElementById('panel').getBoundingClientRect();"
+                          " return [r.x, r.y, r.width, r.height];})()")
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -4,17 +4,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import write_lightning_ckpt
+from conftest import export_step_and_forecast
 from gmg_deploy.export import build_proto, check_tensorrt_compat, read_metadata
 from gmg_deploy.export.metadata import metadata_from_proto
 from gmg_deploy.export.trt_lint import TensorRTCompatError
-from gmg_deploy.model.checkpoint import load_checkpoint
 from gmg_deploy.runtime.forecaster import Forecaster
 
 torch.set_num_threads(1)
@@ -26,14 +24,7 @@ NAMES = ["gmg_tiny", "motionrnn_tiny"]
 def graphs(tmp_path_factory):
     """name -> (step path, forecast path (horizon 4 = aft), model)."""
     d = tmp_path_factory.mktemp("fc")
-    out = {}
-    for name in NAMES:
-        model = load_checkpoint(write_lightning_ckpt(name, d / f"{name}.ckpt"))
-        sp, fp = d / f"{name}_step.onnx", d / f"{name}_fc.onnx"
-        onnx.save(build_proto(model, graph="step"), sp)
-        onnx.save(build_proto(model, graph="forecast"), fp)
-        out[name] = (sp, fp, model)
-    return out
+    return {name: export_step_and_forecast(name, d) for name in NAMES}
 
 
 def _sess(p) -> ort.InferenceSession:

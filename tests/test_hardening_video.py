@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import av
@@ -26,7 +25,7 @@ from gmg_deploy.cli.infer_cmd import main as infer_main
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import OutputError, check_not_input
 from gmg_deploy.runtime.inputs import load_frames
-from video_helpers import demo_frames, encode_clip
+from video_helpers import PartialStreamServer, demo_frames, encode_clip, encode_mpegts
 
 torch.set_num_threads(1)
 INFER = [sys.executable, "-m", "gmg_deploy.cli.infer_cmd"]
@@ -70,59 +69,12 @@ def test_remote_engine_timeout_uses_the_same_validator(tmp_path, value):
     _assert_one_error(r, rf"--timeout {value} must be a finite number of seconds > 0")
 
 
-class _StallingServer:
-    """127.0.0.1 HTTP server: accepts, sends the first ``send`` bytes of ``payload``, then stalls (sends nothing
-    more, keeps the connection open) until :meth:`stop`. ``sent`` is set once the part has gone out."""
-
-    def __init__(self, payload: bytes, send: int) -> None:
-        self.sent, self.release = threading.Event(), threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp2t")
-                self.end_headers()
-                self.wfile.write(payload[:send])
-                self.wfile.flush()
-                outer.sent.set()
-                outer.release.wait(120)  # the stall: bounded, ended by stop()
-
-            def log_message(self, *args):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.srv.daemon_threads = True
-        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/live.ts"
-
-    def stop(self) -> None:
-        self.release.set()
-        self.srv.shutdown()
-        self.srv.server_close()
-        self.thread.join(10)
-
-
-def _mpegts(path: Path, n: int) -> bytes:
-    with av.open(str(path), "w", format="mpegts") as c:
-        st = c.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
-        for f in demo_frames(n, 32, 32, False, seed=4):
-            rgb = np.ascontiguousarray(np.repeat(f[..., None], 3, axis=-1))
-            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
-    return path.read_bytes()
-
-
 @pytest.mark.parametrize("mode", ["--realtime", "--no-realtime"])
 def test_stalled_live_source_ends_with_partial_outputs(tmp_path, video_onnx_path, mode):
     """A URL that sends part of a stream and then stalls ends within the timeout (never hangs): exit 2, one
     error line, the frames decoded before the stall are in --out."""
-    payload = _mpegts(tmp_path / "live.ts", 60)
-    srv = _StallingServer(payload, len(payload) // 2)
+    payload = encode_mpegts(tmp_path / "live.ts", 60, seed=4)
+    srv = PartialStreamServer(payload, len(payload) // 2, "stall")
     out = tmp_path / "p.npy"
     try:
         p = subprocess.run(INFER + ["--engine", str(video_onnx_path), "--input", srv.url, mode, "--horizon", "2",

@@ -3,8 +3,6 @@ restarted reconnects; --serve shows the panel in headless Chromium and /metrics 
 --video-out rtsp:// pushes the panels to an FFmpeg listener. Synchronised on printed lines and readiness."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 import queue
 import re
@@ -20,7 +18,7 @@ import pytest
 av = pytest.importorskip("av")
 
 from gmg_deploy.video.panel import column_labels, panel_geometry
-from live_helpers import CDP, CHROMIUM, FFMPEG, FFmpegListener, http_get, parse_metrics, wait_for
+from live_helpers import CDP, CHROMIUM, FFMPEG, FFmpegListener, LivePage, http_get, parse_metrics, wait_for
 from video_helpers import demo_frames, encode_clip, read_clip
 
 DEADLINE_S = 90.0
@@ -158,9 +156,6 @@ def test_rtsp_source_stopped_and_restarted_reconnects_and_continues(tmp_path, vi
 
 def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_path, video_onnx_path, runs):
     pytest.importorskip("prometheus_client")
-    from PIL import Image
-
-
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     clip = encode_clip(tmp_path / "long.mkv", demo_frames(1800, 16, 16, False), fps=30)  # 60 s at 30 fps
@@ -170,26 +165,13 @@ def test_serve_shows_the_changing_panel_and_metrics_agree_with_the_report(tmp_pa
     url = re.search(r"(http://127\.0\.0\.1:\d+/)", line).group(1)
     cdp = CDP(str(tmp_path / "chromium"), 60.0)
     try:
-        target = cdp.call("Target.createTarget", url=url)["targetId"]
-        session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-        def seen() -> int:
-            r = cdp.call("Runtime.evaluate", session, expression="typeof seen === 'undefined' ? 0 : seen")
-            return int(r["result"].get("value") or 0)
-
-        def shot() -> tuple[int, np.ndarray]:
-            s = seen()
-            png = base64.b64decode(cdp.call("Page.captureScreenshot", session, format="png")["data"])
-            return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-        wait_for(seen, "the page to show a panel", 60.0, 0.05)
-        s1, a = shot()
+        page = LivePage(cdp, url)
+        wait_for(page.seen, "the page to show a panel", 60.0, 0.05)
+        s1, a = page.shot()
         threading.Event().wait(1.0)  # two screenshots a second apart
-        wait_for(lambda: seen() > s1 + 1, "the page to show newer panels", 60.0, 0.05)
-        s2, b = shot()
-        rect = cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
-            "(() => {const r = document.getElementById('panel').getBoundingClientRect();"
-            " return [r.x, r.y, r.width, r.height];})()"))["result"]["value"]
+        wait_for(lambda: page.seen() > s1 + 1, "the page to show newer panels", 60.0, 0.05)
+        s2, b = page.shot()
+        rect = page.panel_rect()
         m1 = parse_metrics(http_get(url + "metrics")[2].decode())
         m2 = parse_metrics(http_get(url + "metrics")[2].decode())
     finally:

@@ -1,7 +1,6 @@
 """The live view: a real headless Chromium shows the changing panel; /metrics, /healthz, MJPEG, errors."""
 from __future__ import annotations
 
-import base64
 import functools
 import io
 import json
@@ -18,7 +17,7 @@ from gmg_deploy.errors import InputError, ServeError
 from gmg_deploy.video.live_metrics import LiveMetrics
 from gmg_deploy.video.live_view import BOUNDARY, LiveView, parse_serve
 from gmg_deploy.video.panel import column_labels, render_panel
-from live_helpers import CDP, CHROMIUM, http_get, parse_metrics
+from live_helpers import CDP, CHROMIUM, LivePage, http_get, parse_metrics
 from live_helpers import wait_for as _wait
 
 DEADLINE_S = 60.0
@@ -87,36 +86,20 @@ def _best_match(shot: np.ndarray, panels: dict[int, np.ndarray]) -> tuple[int, f
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_browser_shows_the_panel_and_it_changes(served, tmp_path):
-    from PIL import Image
-
     view, metrics, prod = served
     cdp = CDP(str(tmp_path / "chromium"), DEADLINE_S)
     try:
-        target = cdp.call("Target.createTarget", url=view.url)["targetId"]
-        session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-        def seen() -> int:
-            r = cdp.call("Runtime.evaluate", session, expression="typeof seen === 'undefined' ? 0 : seen")
-            return int(r["result"].get("value") or 0)
-
-        def shot() -> tuple[int, np.ndarray]:
-            s = seen()
-            png = base64.b64decode(cdp.call("Page.captureScreenshot", session, format="png")["data"])
-            return s, np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-        first_seen = wait_for(seen, "the page to show a panel")
-        s1, a = shot()
+        page = LivePage(cdp, view.url)
+        first_seen = wait_for(page.seen, "the page to show a panel")
+        s1, a = page.shot()
         threading.Event().wait(1.0)  # two screenshots a second apart
-        wait_for(lambda: seen() > s1 + 1, "the page to show newer panels")
-        s2, b = shot()
+        wait_for(lambda: page.seen() > s1 + 1, "the page to show newer panels")
+        s2, b = page.shot()
         h, w = _panel(1).shape[:2]
-        rect = cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
-            "(() => {const r = document.getElementById('panel').getBoundingClientRect();"
-            " return [r.x, r.y, r.width, r.height];})()"))["result"]["value"]
-        assert rect == [0, 0, w, h]
-        cells = wait_for(lambda: cdp.call("Runtime.evaluate", session, returnByValue=True, expression=(
-            "Array.from(document.querySelectorAll('#stats tbody td')).map((td) => td.textContent)"))
-            ["result"]["value"], "the stats table")
+        assert page.panel_rect() == [0, 0, w, h]
+        cells = wait_for(lambda: page.value(
+            "Array.from(document.querySelectorAll('#stats tbody td')).map((td) => td.textContent)"),
+            "the stats table")
     finally:
         cdp.close()
     pa, pb = a[:h, :w], b[:h, :w]

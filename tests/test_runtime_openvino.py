@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import fixture_golden, write_lightning_ckpt
+from conftest import export_step_and_forecast, fixture_golden
 
 from gmg_deploy.errors import InputError
 from gmg_deploy.export import build_proto
@@ -30,14 +30,7 @@ ALL = ["gmg_tiny", "motionrnn_tiny", "gmg_pub9", "motionrnn_pub9"]
 def graphs(tmp_path_factory):
     """name -> (step graph, forecast graph); the *_pub9 fixtures in their published warp-gate layout."""
     d = tmp_path_factory.mktemp("ov")
-    out = {}
-    for name in ALL:
-        model = load_checkpoint(write_lightning_ckpt(name, d / f"{name}.ckpt"))
-        sp, fp = d / f"{name}_step.onnx", d / f"{name}_fc.onnx"
-        onnx.save(build_proto(model, graph="step"), sp)
-        onnx.save(build_proto(model, graph="forecast"), fp)
-        out[name] = (sp, fp)
-    return out
+    return {name: export_step_and_forecast(name, d)[:2] for name in ALL}
 
 
 def _rollout(fc, frames, pre, aft):

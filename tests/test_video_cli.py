@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 from gmg_deploy.cli.infer_cmd import main
 from gmg_deploy.serve.server import free_local_ports
 from gmg_deploy.video.panel import panel_geometry
-from video_helpers import demo_frames, encode_clip, read_clip
+from video_helpers import PartialStreamServer, demo_frames, encode_clip, encode_mpegts, read_clip
 
 torch.set_num_threads(1)
 
@@ -188,57 +187,18 @@ def test_ctrl_c_keeps_the_processed_part_and_exits_130(tmp_path, video_onnx_path
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def _resetting_http_server(payload: bytes, send: int):
-    """A 127.0.0.1 HTTP server that sends the first ``send`` bytes of ``payload`` and then resets the connection
-    (TCP RST): a live stream dropping mid-way. -> (server, url); the caller shuts it down."""
-    import struct
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp2t")
-            self.end_headers()
-            self.wfile.write(payload[:send])
-            self.wfile.flush()
-            time.sleep(0.5)
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-
-        def log_message(self, *args):
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, f"http://127.0.0.1:{srv.server_address[1]}/live.ts"
-
-
 def test_source_failing_mid_stream_keeps_the_rest_and_the_outputs(tmp_path, video_onnx_path, clips):
     """One live source dies mid-way (connection reset): the other source finishes, the outputs hold every
     processed frame, the report says partial, and the command ends with one error line naming the source, exit 2."""
-    import av
-
-    ts = tmp_path / "live.ts"
-    frames = demo_frames(60, 32, 32, False, seed=3)  # (60, 32, 32) uint8 grey
-    with av.open(str(ts), "w", format="mpegts") as c:
-        st = c.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
-        for f in frames:
-            rgb = np.ascontiguousarray(np.repeat(f[..., None], 3, axis=-1))
-            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
-    payload = ts.read_bytes()
-    srv, url = _resetting_http_server(payload, len(payload) // 2)
+    payload = encode_mpegts(tmp_path / "live.ts", 60, seed=3)
+    srv = PartialStreamServer(payload, len(payload) // 2, "reset")
+    url = srv.url
     try:
         out, vid = tmp_path / "p.npz", tmp_path / "panel.mp4"
         r = _run(["--engine", video_onnx_path, "--input", clips["grey"], "--input", url, "--no-realtime", "--horizon", 2,
                   "--out", out, "--video-out", vid, "--json", "--quiet", "--connect-timeout", 5])
     finally:
-        srv.shutdown()
+        srv.stop()
     assert r.exit_code == 2, r.output
     err_lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err_lines) == 1 and url in err_lines[0] and "failed after" in err_lines[0], r.stderr

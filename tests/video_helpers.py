@@ -47,3 +47,65 @@ def read_clip(path: Path) -> tuple[np.ndarray, float, tuple[int, int]]:
         s = c.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
         return np.stack(frames), float(s.average_rate), (s.codec_context.width, s.codec_context.height)
+
+
+def encode_mpegts(path: Path, n: int, seed: int) -> bytes:
+    """``n`` grey 32x32 demo frames as an H.264 MPEG-TS stream (what a live HTTP source sends) -> its bytes."""
+    with av.open(str(path), "w", format="mpegts") as c:
+        st = c.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 32, 32, "yuv420p"
+        for f in demo_frames(n, 32, 32, False, seed=seed):
+            rgb = np.ascontiguousarray(np.repeat(f[..., None], 3, axis=-1))
+            for p in st.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    return path.read_bytes()
+
+
+class PartialStreamServer:
+    """127.0.0.1 HTTP server that sends the first ``send`` bytes of ``payload`` as ``video/mp2t`` and then, with
+    ``end="stall"``, sends nothing more and keeps the connection open until :meth:`stop` (bounded), or with
+    ``end="reset"`` resets the connection (TCP RST: a live stream dropping mid-way). ``sent`` is set once the
+    part has gone out; :meth:`stop` shuts the server down."""
+
+    def __init__(self, payload: bytes, send: int, end: str) -> None:
+        import socket
+        import struct
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        assert end in ("stall", "reset"), end
+        self.sent, self.release = threading.Event(), threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp2t")
+                self.end_headers()
+                self.wfile.write(payload[:send])
+                self.wfile.flush()
+                outer.sent.set()
+                if end == "stall":
+                    outer.release.wait(120)  # the stall: bounded, ended by stop()
+                else:
+                    time.sleep(0.5)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+
+            def log_message(self, *args):
+                pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.srv.daemon_threads = True
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/live.ts"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+        self.thread.join(10)
