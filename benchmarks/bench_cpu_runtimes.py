@@ -209,7 +209,7 @@ def main() -> None:
 
     from gmg_deploy.data.demo import demo_dataset
     from gmg_deploy.data.moving_shapes import MovingDigitsSpec, moving_digits
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
 
     info = hw_peak.cpu_info()
     print(f"CPU: {hw_peak.describe(info)}")
@@ -287,7 +287,7 @@ def main() -> None:
 def ir_errors(r: OvIrRunner, ref_runner, frames, pre, aft, truth) -> tuple[float, float]:
     """Errors of an IR runner: the step chain driven directly (the Forecaster opens .onnx graphs only)."""
     from gmg_deploy.evaluate.accuracy import compare_predictions
-    from gmg_deploy.export.metadata import read_metadata
+    from gmg_deploy.graph.metadata import read_metadata
 
     meta = read_metadata(ref_runner.path)
     ref = forecasts(ref_runner, frames, pre, aft, min(8, frames.shape[0]))

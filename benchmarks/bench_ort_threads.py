@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.evaluate.ort_session import make_session
 
     p32, calib = demo_fp32()

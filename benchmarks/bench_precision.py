@@ -79,7 +79,7 @@ def int8_graphs(p32, calib):
     """(tensorrt, cpu) INT8 graphs of ``p32``, calibrated over the ``pre`` frames of ``calib`` (minmax)."""
     from gmg_deploy.precision.qdq import quantize_graph
     from gmg_deploy.precision.ranges import collect_ranges
-    from gmg_deploy.export.metadata import attach_metadata, metadata_from_proto
+    from gmg_deploy.graph.metadata import attach_metadata, metadata_from_proto
 
     meta = metadata_from_proto(p32)
     short = dict(meta, config=dict(meta["config"], aft_seq_length=1))  # observed frames only: fast
@@ -121,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import onnxruntime as ort
 
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.evaluate.ort_session import make_session
 
     info = hw_peak.cpu_info()

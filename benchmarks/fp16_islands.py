@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gmg_deploy.export import build_proto
-from gmg_deploy.export.metadata import metadata_from_proto
+from gmg_deploy.graph.metadata import metadata_from_proto
 from gmg_deploy.evaluate.ort_session import make_session
 from gmg_deploy.evaluate.rollout import rollout
 from gmg_deploy.precision.fp16 import DEFAULT_ISLANDS, convert_to_fp16, emulate_fp16

@@ -137,7 +137,7 @@ def demo_reference(n: int) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any],
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import rollout
     from gmg_deploy.export.api import build_proto
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.model.checkpoint import load_checkpoint
 
     model = load_checkpoint(demo_checkpoint_path())
@@ -264,7 +264,7 @@ def tensorrt_parts(args: argparse.Namespace, model: Any, frames: np.ndarray, wan
     from gmg_deploy.trt.sidecar import build_sidecar, write_sidecar
     from gmg_deploy.trt.trt_engine import build_engine
     from gmg_deploy.export.api import build_proto
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.export.trt_lint import graph_opset
     from gmg_deploy.io import atomic_write_bytes
     from gmg_deploy.model.checkpoint import load_checkpoint

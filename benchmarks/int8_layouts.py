@@ -53,7 +53,7 @@ def calibration(p32, frames):
     """(ranges document, ORT calibration feeds) from the same FP32 rollouts (pre + aft steps) of ``frames``."""
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.evaluate.rollout import rollout
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.precision import calibrate
 
     ranges = calibrate(p32, frames, method="minmax")
@@ -140,7 +140,7 @@ def main() -> None:
     from gmg_deploy.data.demo import demo_dataset
     from gmg_deploy.data.moving_shapes import MovingDigitsSpec, moving_digits
     from gmg_deploy.evaluate.ort_session import make_session
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.precision import convert
 
     print(f"CPU: {hw_peak.describe(hw_peak.cpu_info())}")

@@ -23,7 +23,7 @@ from conftest import fixture_golden, write_lightning_ckpt  # noqa: E402
 
 from gmg_deploy import load_checkpoint  # noqa: E402
 from gmg_deploy.export import build_proto  # noqa: E402
-from gmg_deploy.export.metadata import metadata_from_proto  # noqa: E402
+from gmg_deploy.graph.metadata import metadata_from_proto  # noqa: E402
 from gmg_deploy.evaluate.ort_session import make_session  # noqa: E402
 from gmg_deploy.evaluate.rollout import rollout  # noqa: E402
 

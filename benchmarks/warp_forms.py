@@ -49,7 +49,7 @@ def sessions(models: dict[str, Any], threads: int) -> dict[str, tuple[Any, dict[
     """``"fp32 gridsample"`` ... -> (ORT session, metadata) for both warps, FP32 and FP16."""
     from gmg_deploy.evaluate.ort_session import make_session
     from gmg_deploy.export.api import build_proto
-    from gmg_deploy.export.metadata import metadata_from_proto
+    from gmg_deploy.graph.metadata import metadata_from_proto
     from gmg_deploy.precision.api import apply_precision
 
     out = {}
