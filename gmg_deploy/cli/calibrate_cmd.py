@@ -22,7 +22,7 @@ import numpy as np
 
 from gmg_deploy.cli.model_options import (CHECKPOINT_OPTIONS, CheckpointOptions, auto_gate_note, checkpoint_options,
                                           model_argument, resolve_model)
-from gmg_deploy.cli.common import OneLineCommand, load_graph, load_sequences, model_metadata, one_line_errors
+from gmg_deploy.cli.common import OneLineCommand, load_sequences, model_metadata, one_line_errors
 from gmg_deploy.cli.ort_options import ort_options
 from gmg_deploy.errors import InputError
 from gmg_deploy.io import check_not_input, check_output_path
@@ -43,7 +43,9 @@ def load_fp32_step_graph(ckpt: str | None, onnx_path: str | None, batch_mode: st
         if checkpoint.pre is not None or checkpoint.aft is not None:
             raise InputError(f"--pre/--aft change a checkpoint's configuration, but {onnx_path} is a graph; "
                              "drop them (its metadata holds pre/aft)")
-        proto, meta = load_graph(onnx_path)
+        from gmg_deploy.graph.metadata import load_graph
+
+        proto, meta = load_graph(onnx_path, finite=True)  # one error for a missing, non-ONNX or NaN-weight file
         if warp_gate != "auto" and warp_gate != meta.warp_gate:
             raise InputError(f"--warp-gate {warp_gate}: {onnx_path} was exported with warp-gate layout "
                              f"{meta.warp_gate!r}; re-export it with --warp-gate {warp_gate}, or drop --warp-gate")

@@ -145,15 +145,3 @@ def model_metadata(path: str, backend: str = "auto", load_kwargs: Mapping[str, A
         return GraphMetadata.build(m.config, graph="step", warp=m.warp_form, batch_mode="invariant", batch=None,
                                    test_mean=m.test_mean, test_std=m.test_std)
     return GraphMetadata.read(path)
-
-
-def load_graph(path: str) -> tuple[Any, GraphMetadata]:
-    """An exported ONNX graph (weights loaded and checked) and its :class:`GraphMetadata`, or one clear error."""
-    from pathlib import Path
-
-    from gmg_deploy.errors import MetadataError
-    from gmg_deploy.graph.metadata import load_graph as load_graph_file
-
-    if not Path(path).is_file():
-        raise MetadataError(f"{path}: not found" if not Path(path).exists() else f"{path} is not a file")
-    return load_graph_file(path, finite=True)
